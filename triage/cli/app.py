@@ -1,0 +1,73 @@
+"""The `triage` command line: thin wrappers around library functions.
+
+Each command parses its options, calls one library function and renders the result.
+Library errors (TriageError) become a one-line message and exit status 1 in one place: main().
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from triage import __version__
+from triage.errors import TriageError
+
+app = typer.Typer(
+    name="triage",
+    help="Turn a Postfix mail.log and leaked spam into reviewed Postfix blacklist rules.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="triage.toml to use (default: $TRIAGE_CONFIG, "
+                 "./triage.toml, ~/.config/triage/triage.toml).", show_default=False),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"triage {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """triage: Postfix log and leaked-spam analysis that proposes blacklist rules."""
+
+
+def main() -> None:
+    """Console-script entry point: domain errors become one line on stderr and exit 1."""
+    try:
+        app(standalone_mode=False)
+    except TriageError as exc:
+        typer.echo(f"triage: error: {exc}", err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+# Commands are defined in their own modules and registered here, so parallel work on
+# different commands does not touch the same lines.
+from triage.cli import commands  # noqa: E402,F401

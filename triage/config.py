@@ -1,0 +1,109 @@
+"""triage.toml -> Config.
+
+Lookup order: ``--config FILE``, ``$TRIAGE_CONFIG``, ``./triage.toml``,
+``~/.config/triage/triage.toml``; when none exists the Debian defaults apply.
+Relative paths in a config file are relative to the file's directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from triage.errors import ConfigError
+
+DEFAULT_RULE_ID_PATTERN = r"\brule (R\d{4,})\b"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None = None
+    logs: tuple[str, ...] = ("/var/log/mail.log*",)
+    spam: tuple[str, ...] = ("~/Maildir/.Spam",)
+    ham: tuple[str, ...] = ("~/Maildir",)
+    my_hostnames: tuple[str, ...] = ()
+    trusted_relays: tuple[str, ...] = ()
+    state_dir: Path = field(default_factory=lambda: Path("~/.local/share/triage").expanduser())
+    postfix_dir: Path = Path("/etc/postfix/triage")
+    # Time zone of traditional syslog stamps (which carry none); None = this machine's zone.
+    log_timezone: str | None = None
+    # A regular expression whose first group is the rule id in reject/warn texts.
+    rule_id_pattern: str = DEFAULT_RULE_ID_PATTERN
+
+    def resolve(self, path: str) -> str:
+        """Expand ``~`` and make ``path`` relative to the config file's directory."""
+        p = os.path.expanduser(path)
+        if self.source is not None and not os.path.isabs(p):
+            p = str(self.source.parent / p)
+        return p
+
+
+_LIST_KEYS = ("logs", "spam", "ham", "my_hostnames", "trusted_relays")
+_PATH_KEYS = ("state_dir", "postfix_dir")
+_STR_KEYS = ("log_timezone", "rule_id_pattern")
+
+
+def find_config(explicit: str | Path | None = None) -> Path | None:
+    """Return the config file to use, or None for built-in defaults."""
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    env = os.environ.get("TRIAGE_CONFIG")
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"$TRIAGE_CONFIG names a missing file: {p}")
+        return p
+    for cand in (Path("triage.toml"), Path("~/.config/triage/triage.toml").expanduser()):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def load_config(explicit: str | Path | None = None) -> Config:
+    """Load the configuration (see module docstring for the lookup order)."""
+    path = find_config(explicit)
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=path) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
+    section = data.get("triage", data)
+    kwargs: dict[str, object] = {"source": path.resolve()}
+    unknown = set(section) - set(_LIST_KEYS) - set(_PATH_KEYS) - set(_STR_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}", file=path)
+    for key in _LIST_KEYS:
+        if key in section:
+            val = section[key]
+            if isinstance(val, str):
+                val = [val]
+            if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+                raise ConfigError(f"setting '{key}' must be a string or a list of strings",
+                                  file=path)
+            kwargs[key] = tuple(val)
+    for key in _STR_KEYS:
+        if key in section:
+            if not isinstance(section[key], str):
+                raise ConfigError(f"setting '{key}' must be a string", file=path)
+            kwargs[key] = section[key]
+    cfg = Config(**kwargs)  # type: ignore[arg-type]
+    for key in _PATH_KEYS:
+        if key in section:
+            if not isinstance(section[key], str):
+                raise ConfigError(f"setting '{key}' must be a path string", file=path)
+            cfg = _replace(cfg, key, Path(cfg.resolve(section[key])))
+    return cfg
+
+
+def _replace(cfg: Config, key: str, value: object) -> Config:
+    from dataclasses import replace
+
+    return replace(cfg, **{key: value})
