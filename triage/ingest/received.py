@@ -1,0 +1,473 @@
+"""Our own grammar for Received headers, and the trusted hop.
+
+mail-parser splits Received headers with regular expressions that lose the IP when the HELO is
+a keyword and cannot tell the HELO (written by the sender) from the reverse DNS name and IP
+(written by the receiving MTA). This module reads one header into a :class:`Received` record:
+
+* Postfix / sendmail: ``from HELO (RDNS [IP]) (TLS comments) by HOST (Postfix) with ESMTPS
+  id QID for <rcpt>; DATE``. ``RDNS`` is ``unknown`` when Postfix could not verify it
+  (it becomes ``None``); the IP may be ``[IPv6:...]``; sendmail adds ``ident@`` and
+  ``(may be forged)``.
+* Exim: ``from RDNS ([IP]:PORT helo=HELO) by HOST with esmtps (Exim 4.96) id 1abc-0001-xy``
+  and ``from [IP] (port=N helo=HELO)``.
+* qmail: ``from RDNS (HELO helo) (user@IP) by HOST with SMTP``; the ``(qmail 123 invoked ...)``
+  lines carry no hop and read as ``None``.
+* Microsoft: ``from HELO (IP) by HOST (IP) with Microsoft SMTP Server ...``, ``from HELO
+  ([IP]) by HOST with Microsoft SMTPSVC(...)`` and the old ``from HOST - IP by ...``.
+* fetchmail: ``from HOST [IP] by localhost with POP3 (fetchmail-x) for user (single-drop)``.
+
+The sender controls the HELO and the recipient, so the parser never reads the IP from them:
+the TCP information is the *last* address-bearing comment of the ``from`` clause (the MTA
+writes it right after the HELO), and the ``by`` clause starts at the *last* top-level ``by``
+word. A HELO such as ``for``, ``x (y [192.0.2.1]) by evil`` or ``a(b`` therefore cannot move
+the IP or the receiving host.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+__all__ = [
+    "Received",
+    "TrustedHop",
+    "host_matches",
+    "infer_my_hostnames",
+    "parse_received",
+    "trusted_hop",
+]
+
+# A header longer than this is hostile or broken; the useful part is at the start.
+_MAX_LEN = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One Received header, split into fields. Absent parts are ``None``.
+
+    ``helo`` is what the client said (sender-controlled); ``rdns`` and ``ip`` are what the
+    receiving MTA ``by`` saw. ``rdns`` is ``None`` when the MTA wrote ``unknown``.
+    """
+
+    helo: str | None = None
+    rdns: str | None = None
+    ip: str | None = None
+    by: str | None = None
+    queue_id: str | None = None
+    protocol: str | None = None
+    for_addr: str | None = None
+    date: datetime | None = None
+    software: str | None = None
+    tls: bool = False
+    authenticated: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The fields as a plain dict (for tests and JSON)."""
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: str  # "word" or "comment" (comment text excludes the outer parentheses)
+    text: str
+    start: int
+    end: int
+
+
+_KEYWORDS = frozenset({"from", "by", "via", "with", "id", "for"})
+_WORD_RE = re.compile(r"[^\s]+")
+# "RDNS [IP]" with sendmail's optional ident@ and trailing "(may be forged)", Exim's
+# "[IP]:port helo=x" (no RDNS inside the comment).
+_TCP_INFO_RE = re.compile(
+    r"^(?:(?P<ident>[^\s@\[\]()]+)@)?(?P<rdns>[^\s\[\]()@]+)?\s*"
+    r"\[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]+)\](?::\d+)?(?P<rest>(?:\s.*)?)$",
+    re.S | re.I,
+)
+# qmail "(user@IP)" / "(IP)", Microsoft "(IP)"
+_PAREN_IP_RE = re.compile(r"^(?:[^\s@]+@)?\[?(?P<ip>[0-9A-Fa-f:.]+)\]?$")
+_QMAIL_HELO_RE = re.compile(r"^(?:HELO|EHLO)\s+(?P<helo>\S+)$", re.I)
+_EXIM_HELO_RE = re.compile(r"(?:^|\s)helo=(?P<helo>\S+)", re.I)
+_AUTH_RE = re.compile(r"^Authenticated sender:\s*(?P<who>.+)$", re.I | re.S)
+_TLS_RE = re.compile(r"^using\s+(?:TLS|SSL)", re.I)
+
+
+def _ip(text: str) -> str | None:
+    """The canonical form of an IP address, or None if ``text`` is not one."""
+    if text.lower().startswith("ipv6:"):
+        text = text[5:]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _mask_angles(text: str) -> str:
+    """``text`` with the inside of each ``<...>`` replaced, so that a quoted recipient such as
+    ``<"x) by y (z"@example.net>`` is one word without comments or keywords."""
+    chars = list(text)
+    for m in re.finditer(r"<[^<>]*>", text):
+        for i in range(m.start() + 1, m.end() - 1):
+            chars[i] = "x"
+    return "".join(chars)
+
+
+def _comment_spans(masked: str) -> list[tuple[int, int]]:
+    """Top-level balanced ``(...)`` spans. Unbalanced parentheses are ordinary characters,
+    so a HELO like ``a(b`` cannot swallow the rest of the header."""
+    stack: list[int] = []
+    pairs: list[tuple[int, int]] = []
+    escaped = False
+    for i, ch in enumerate(masked):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "(":
+            stack.append(i)
+        elif ch == ")" and stack:
+            start = stack.pop()
+            if not stack:
+                pairs.append((start, i + 1))
+    if stack:
+        # An unmatched "(" below a matched pair: the pairs inside it are still comments.
+        pairs = _inner_pairs(list(masked), set(stack))
+    return pairs
+
+
+def _inner_pairs(chars: list[str], literal: set[int]) -> list[tuple[int, int]]:
+    """Redo the matching with the unmatched opening parentheses treated as text."""
+    depth = 0
+    start = 0
+    pairs: list[tuple[int, int]] = []
+    for i, ch in enumerate(chars):
+        if i in literal or (i > 0 and chars[i - 1] == "\\"):
+            continue
+        if ch == "(":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+            if depth == 0:
+                pairs.append((start, i + 1))
+    return pairs
+
+
+def _tokens(text: str) -> list[_Tok]:
+    """Words and top-level comments, with their positions."""
+    masked = _mask_angles(text)
+    toks: list[_Tok] = []
+    pos = 0
+    for start, end in [*_comment_spans(masked), (len(text), len(text))]:
+        for m in _WORD_RE.finditer(masked, pos, start):
+            toks.append(_Tok("word", text[m.start() : m.end()], m.start(), m.end()))
+        if end > start:
+            toks.append(_Tok("comment", text[start + 1 : end - 1].strip(), start, end))
+        pos = end
+    return toks
+
+
+def _split_date(text: str) -> tuple[str, datetime | None]:
+    """Split ``clauses; date`` at the last semicolon that is followed by a date."""
+    head, sep, tail = text.rpartition(";")
+    if not sep:
+        return text, None
+    when = _parse_date(tail)
+    if when is None and re.search(r"\b(?:by|from)\b", tail):
+        return text, None
+    return head, when
+
+
+def _parse_date(text: str) -> datetime | None:
+    text = re.sub(r"\([^()]*\)\s*$", "", text.strip()).strip()
+    if not text:
+        return None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC with unknown local zone (RFC 5322 3.3)
+        when = when.replace(tzinfo=UTC)
+    return when
+
+
+def parse_received(value: str) -> Received | None:
+    """Parse one Received header value (without the ``Received:`` name).
+
+    Returns ``None`` when the header names neither a ``from`` nor a ``by`` host, such as
+    ``(qmail 123 invoked from network)``. Never raises.
+
+    >>> r = parse_received("from mail.example.com (mail.example.com [192.0.2.1])\\n"
+    ...     "\\tby mx.example.net (Postfix) with ESMTPS id 4Xy2Zq1kQmz9sWQ\\n"
+    ...     "\\tfor <bob@example.net>; Tue, 3 Sep 2024 10:00:00 +0200 (CEST)")
+    >>> (r.helo, r.rdns, r.ip, r.by, r.queue_id)
+    ('mail.example.com', 'mail.example.com', '192.0.2.1', 'mx.example.net', '4Xy2Zq1kQmz9sWQ')
+    """
+    if not isinstance(value, str):
+        return None
+    text = re.sub(r"\s+", " ", value[:_MAX_LEN]).strip()
+    clauses, when = _split_date(text)
+    toks = _tokens(clauses)
+    by_i = _last_word(toks, "by")
+    from_i = 0 if toks and toks[0].kind == "word" and toks[0].text.lower() == "from" else None
+    if by_i is None and from_i is None:
+        return None
+    from_toks = toks[1 : by_i if by_i is not None else len(toks)] if from_i is not None else []
+    by_toks = toks[by_i + 1 :] if by_i is not None else []
+    fields = _read_by(by_toks)
+    helo, rdns, ip, tls, auth = _read_from(clauses, from_toks, fields)
+    return Received(
+        helo=helo, rdns=rdns, ip=ip, by=fields.get("by"), queue_id=fields.get("id"),
+        protocol=fields.get("with"), for_addr=fields.get("for"), date=when,
+        software=fields.get("software"), tls=tls or _tls_protocol(fields.get("with")),
+        authenticated=auth,
+    )
+
+
+def _last_word(toks: Sequence[_Tok], word: str) -> int | None:
+    for i in range(len(toks) - 1, -1, -1):
+        if toks[i].kind == "word" and toks[i].text.lower() == word:
+            return i
+    return None
+
+
+def _tls_protocol(proto: str | None) -> bool:
+    """ESMTPS / ESMTPSA (RFC 3848) mean the hop used TLS."""
+    if not proto:
+        return False
+    upper = proto.upper()
+    return "SMTP" in upper and upper.rstrip("A").endswith("S")
+
+
+def _read_by(toks: Sequence[_Tok]) -> dict[str, str]:
+    """Fields of the ``by HOST (software) via X with PROTO id QID for <rcpt>`` part.
+
+    ``software`` is the first comment after the host, ``comments`` all comments joined
+    (Exim puts its name after the protocol)."""
+    out: dict[str, str] = {}
+    comments: list[str] = []
+    key = "by"
+    words: list[str] = []
+    for tok in toks:
+        if tok.kind == "comment":
+            comments.append(tok.text)
+            continue
+        low = tok.text.lower()
+        # The first word after "by" is the host even if it looks like a keyword.
+        if low in _KEYWORDS and (words or key != "by"):
+            _store(out, key, words)
+            key = low
+            continue
+        words.append(tok.text)
+    _store(out, key, words)
+    if comments:
+        out["software"] = comments[0]
+        out["comments"] = " ".join(comments)
+    return out
+
+
+def _store(out: dict[str, str], key: str, words: list[str]) -> None:
+    if words and key not in out:
+        strip = ";,<>" if key == "for" else ";,"
+        out[key] = words[0].strip(strip) or words[0]
+    words.clear()
+
+
+def _read_from(
+    text: str, toks: Sequence[_Tok], by: dict[str, str]
+) -> tuple[str | None, str | None, str | None, bool, str | None]:
+    """(helo, rdns, ip, tls, authenticated sender) from the ``from`` clause tokens."""
+    if not toks:
+        return None, None, None, False, None
+    tls = any(t.kind == "comment" and _TLS_RE.match(t.text) for t in toks)
+    auth = next((m.group("who").strip() for t in toks if t.kind == "comment"
+                 for m in [_AUTH_RE.match(t.text)] if m), None)
+    software = by.get("comments", "") + " " + by.get("with", "")
+    exim = "exim" in software.lower()
+    qmail = "qmail" in software.lower() or any(
+        t.kind == "comment" and _QMAIL_HELO_RE.match(t.text) for t in toks)
+    first = toks[0].start
+    for tok in reversed(toks):
+        if tok.kind != "comment" or tok is toks[0]:
+            continue
+        m = _TCP_INFO_RE.match(tok.text)
+        if m and _ip(m.group("ip")):
+            before = text[first : tok.start].strip() or None
+            ip = _ip(m.group("ip"))
+            if m.group("rdns") or not exim:
+                return before, _rdns(m.group("rdns")), ip, tls, auth
+            helo_m = _EXIM_HELO_RE.search(m.group("rest"))
+            rdns = _rdns(before) if before and not before.startswith("[") else None
+            return (helo_m.group("helo") if helo_m else before), rdns, ip, tls, auth
+        m = _PAREN_IP_RE.match(tok.text)
+        if m and _ip(m.group("ip")):
+            # Only qmail writes "user@IP" in this comment.
+            qmail = qmail or "@" in tok.text
+            return (*_qmail_or_ms(text, toks, tok, qmail), _ip(m.group("ip")), tls, auth)
+    return (*_bare_address(toks), tls, auth)
+
+
+def _rdns(name: str | None) -> str | None:
+    if not name or name.lower() == "unknown":
+        return None
+    return name
+
+
+def _qmail_or_ms(
+    text: str, toks: Sequence[_Tok], ip_tok: _Tok, qmail: bool
+) -> tuple[str | None, str | None]:
+    """qmail writes ``from RDNS (HELO x) (IP)``; Microsoft ``from HELO (IP)``."""
+    first_word = toks[0].text if toks[0].kind == "word" else None
+    if qmail:
+        helo = next((m.group("helo") for t in toks if t.kind == "comment"
+                     for m in [_QMAIL_HELO_RE.match(t.text)] if m), None)
+        rdns = _rdns(first_word)
+        return (helo or rdns), rdns
+    return (text[toks[0].start : ip_tok.start].strip() or None), None
+
+
+def _bare_address(toks: Sequence[_Tok]) -> tuple[str | None, str | None, str | None]:
+    """fetchmail ``from HOST [IP]``, Exim ``from [IP] (helo=x)``, old Microsoft
+    ``from HOST - IP``: no comment carries the address."""
+    words = [t.text for t in toks if t.kind == "word"]
+    helo = words[0] if words else None
+    ip = None
+    for i, w in enumerate(words):
+        bracketed = w.startswith("[") and w.endswith("]")
+        if bracketed or i > 0:
+            ip = _ip(w.strip("[]"))
+            if ip:
+                break
+    for t in toks:
+        m = _EXIM_HELO_RE.search(t.text) if t.kind == "comment" else None
+        if m:
+            return m.group("helo"), None, ip
+    if helo and helo.startswith("[") and ip:
+        helo = None if len(words) == 1 else helo
+    return helo, None, ip
+
+
+# --- the trusted hop -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedHop:
+    """The hop where our own MX received the message from the outside world.
+
+    ``index`` counts Received headers from the top (0 = newest). ``internal_only`` is true
+    when every hop down to the last one was internal (locally submitted mail).
+    """
+
+    index: int
+    received: Received
+    internal_only: bool = False
+
+
+def host_matches(name: str | None, patterns: Iterable[str]) -> bool:
+    """Whether a host name matches one of ``patterns`` (exact names or shell globs,
+    case-insensitive, a trailing dot ignored).
+
+    >>> host_matches("MX1.example.net.", ["mx*.example.net"])
+    True
+    """
+    if not name:
+        return False
+    name = name.lower().rstrip(".")
+    return any(fnmatch.fnmatchcase(name, p.lower().rstrip(".")) for p in patterns)
+
+
+def _relay_matches(hop: Received, relays: Sequence[str]) -> bool:
+    """A trusted relay is given as a host name / glob (matched against the verified rDNS)
+    or as an IP network."""
+    for entry in relays:
+        try:
+            net = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if host_matches(hop.rdns, [entry]):
+                return True
+            continue
+        if hop.ip and ipaddress.ip_address(hop.ip) in net:
+            return True
+    return False
+
+
+def _internal(hop: Received, my_hostnames: Sequence[str]) -> bool:
+    """The client of this hop is ourselves: loopback (content filter re-injection) or one of
+    our hosts by verified rDNS. Never by HELO, which the client chooses."""
+    if hop.ip is not None:
+        addr = ipaddress.ip_address(hop.ip)
+        if addr.is_loopback:
+            return True
+    elif hop.rdns is None and hop.helo is None:
+        return True  # "from userid@localhost" style local pickup
+    return host_matches(hop.rdns, my_hostnames)
+
+
+def trusted_hop(
+    hops: Sequence[Received | None],
+    my_hostnames: Sequence[str],
+    trusted_relays: Sequence[str] = (),
+) -> TrustedHop | None:
+    """Find the hop whose client data can be trusted.
+
+    ``hops`` are the parsed Received headers top (newest) first. Starting from the topmost
+    hop added by one of ``my_hostnames``, walk down while the client is internal (loopback,
+    one of our hosts) or a trusted relay and the next hop down was written by us or by that
+    relay; the hop where that stops is the trusted one. Headers above the topmost of ours are
+    ignored (added after delivery); headers below the trusted hop were written by the sender.
+    """
+    start = next((i for i, h in enumerate(hops)
+                  if h is not None and host_matches(h.by, my_hostnames)), None)
+    if start is None:
+        return None
+    i = start
+    current = hops[i]
+    assert current is not None
+    while True:
+        internal = _internal(current, my_hostnames)
+        relay = not internal and _relay_matches(current, trusted_relays)
+        if not (internal or relay):
+            return TrustedHop(i, current)
+        below = hops[i + 1] if i + 1 < len(hops) else None
+        if below is None or not _written_by_us_or_relay(below, current, my_hostnames,
+                                                        trusted_relays):
+            return TrustedHop(i, current, internal_only=internal)
+        i += 1
+        current = below
+
+
+def _written_by_us_or_relay(
+    below: Received, above: Received, my_hostnames: Sequence[str], relays: Sequence[str]
+) -> bool:
+    """The next hop down continues our chain if one of our hosts, a trusted relay or the
+    host the hop above connected from wrote it (a loopback hop's ``by`` is often just
+    ``localhost``)."""
+    if host_matches(below.by, my_hostnames) or host_matches(below.by, relays):
+        return True
+    if below.by and below.by.lower() in {"localhost", "localhost.localdomain"}:
+        return True
+    return bool(above.rdns and below.by and above.rdns.lower() == below.by.lower())
+
+
+def infer_my_hostnames(topmost_by: Iterable[str | None], min_share: float = 0.05) -> list[str]:
+    """Guess our MX host names from the ``by`` host of each message's topmost Received.
+
+    Every host that wrote the topmost header of at least ``min_share`` of the messages is
+    taken: mail delivered by one server (or a few MX hosts) shows the same names on top.
+    ``localhost`` is never inferred.
+    """
+    counts: dict[str, int] = {}
+    total = 0
+    for name in topmost_by:
+        total += 1
+        if name and name.lower() not in {"localhost", "localhost.localdomain"}:
+            key = name.lower().rstrip(".")
+            counts[key] = counts.get(key, 0) + 1
+    if not total:
+        return []
+    return sorted(n for n, c in counts.items() if c / total >= min_share)
