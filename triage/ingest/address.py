@@ -1,0 +1,76 @@
+"""Mail addresses and domains: syntax normalisation (email-validator, no DNS) and registered
+domains (publicsuffixlist, offline)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from email.utils import getaddresses
+
+from email_validator import EmailNotValidError, validate_email
+from publicsuffixlist import PublicSuffixList
+
+__all__ = ["address_domain", "normalise_address", "parse_address", "registered_domain"]
+
+
+@functools.cache
+def _psl() -> PublicSuffixList:
+    # Built once on first use: it reads the bundled list (~50 ms).
+    return PublicSuffixList()
+
+
+@functools.lru_cache(maxsize=65536)
+def normalise_address(addr: str | None) -> str | None:
+    """``Local@Example.COM`` -> ``Local@example.com``; the null sender ``<>`` -> ``""``.
+
+    Spam is full of invalid addresses; those are kept (domain lower-cased) rather than
+    dropped, because they are evidence too. Returns None when there is no ``@`` at all.
+    """
+    if addr is None:
+        return None
+    a = addr.strip().strip("<>").strip()
+    if not a and addr.strip() in ("<>", ""):
+        return "" if addr.strip() == "<>" else None
+    try:
+        return validate_email(a, check_deliverability=False,
+                              allow_smtputf8=True).normalized
+    except (EmailNotValidError, UnicodeError, ValueError):
+        pass
+    if "@" not in a:
+        return None
+    local, _, domain = a.rpartition("@")
+    return f"{local}@{domain.lower().rstrip('.')}"
+
+
+def parse_address(header_value: str | None) -> str | None:
+    """The first address of a From / Reply-To style header, normalised."""
+    if not header_value:
+        return None
+    pairs = getaddresses([header_value])
+    for _, addr in pairs:
+        if addr:
+            return normalise_address(addr)
+    m = re.search(r"[^\s<>\"]+@[^\s<>\"]+", header_value)
+    return normalise_address(m.group()) if m else None
+
+
+def address_domain(addr: str | None) -> str | None:
+    """The domain part of an address, lower case."""
+    if not addr or "@" not in addr:
+        return None
+    return addr.rpartition("@")[2].lower().rstrip(".") or None
+
+
+@functools.lru_cache(maxsize=65536)
+def registered_domain(name: str | None) -> str | None:
+    """``mail.example.co.uk`` -> ``example.co.uk``. A public suffix itself, a bare label,
+    an address literal or junk -> None (None never groups unrelated senders together)."""
+    if not name:
+        return None
+    n = name.strip().lower().rstrip(".")
+    if not n or "." not in n or n.startswith("[") or re.fullmatch(r"[\d.]+|[0-9a-f:]+", n):
+        return None
+    try:
+        return _psl().privatesuffix(n)
+    except (ValueError, UnicodeError):
+        return None

@@ -1,0 +1,199 @@
+"""Mail folders -> the ``mail`` table: one row per message, features from trusted data.
+
+Client IP, rDNS and HELO come from the trusted Received hop (see ``received.trusted_hop``);
+SPF, DKIM and DMARC results from headers our MX wrote above it (``authres.trusted_results``).
+Everything else (From, Subject, Message-ID ...) is what the sender wrote, kept as evidence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
+from pathlib import Path
+
+import pandas as pd
+
+from triage.ingest.address import (
+    address_domain,
+    normalise_address,
+    parse_address,
+    registered_domain,
+)
+from triage.ingest.authres import TrustedAuth, dkim_signature_domains, trusted_results
+from triage.ingest.mailbox import RawMessage, iter_messages
+from triage.ingest.message import MessageRecord, decode_header_value, read_message
+from triage.ingest.received import infer_my_hostnames, parse_received, trusted_hop
+
+__all__ = ["MAIL_COLUMNS", "guess_my_hostnames", "mail_row", "read_mailboxes"]
+
+# The contract columns (docs/ARCHITECTURE.md) first, then extras.
+MAIL_COLUMNS = [
+    "path", "role", "message_id", "received_time", "host", "queue_id", "trusted",
+    "client_ip", "client_name", "helo", "envelope_sender", "from_address", "from_domain",
+    "sender_domain", "spf_result", "dkim_result", "dkim_domains", "dmarc_result", "subject",
+    "x_mailer", "list_id", "defects",
+    # extras
+    "key", "size", "hops", "trusted_index", "local_origin", "tls", "authenticated",
+    "rdns_domain", "from_domain_full", "sender_domain_full", "reply_to_domain",
+    "message_id_domain", "dkim_pass_domains", "user_agent", "date", "defect_kinds",
+]
+
+Progress = Callable[[int], None]
+_SAMPLE_FOR_INFERENCE = 500
+
+
+def _first_by(rec: MessageRecord) -> str | None:
+    for value in rec.get_all("received"):
+        r = parse_received(value)
+        if r is not None and r.by:
+            return r.by
+    return None
+
+
+def guess_my_hostnames(paths: Sequence[str | Path], *, subfolders: bool = False,
+                       sample: int = _SAMPLE_FOR_INFERENCE) -> list[str]:
+    """Infer our MX host names from the topmost Received ``by`` host of the first
+    ``sample`` messages of each path (see ``received.infer_my_hostnames``)."""
+    tops: list[str | None] = []
+    for path in paths:
+        for raw in islice(iter_messages([path], subfolders=subfolders), sample):
+            tops.append(_first_by(read_message(raw.data)))
+    return infer_my_hostnames(tops)
+
+
+def read_mailboxes(
+    paths: str | Path | Sequence[str | Path],
+    role: str | None = None,
+    my_hostnames: Sequence[str] | None = None,
+    *,
+    trusted_relays: Sequence[str] = (),
+    subfolders: bool = False,
+    skip_keys: frozenset[str] | set[str] = frozenset(),
+    full: bool = False,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Read mail folders into the ``mail`` table (columns: ``MAIL_COLUMNS``).
+
+    ``role`` (``spam`` / ``ham``) is copied into every row. ``my_hostnames`` are our MX names
+    or globs; when None they are inferred from the folders (``guess_my_hostnames``).
+    ``skip_keys`` are message keys already read (incremental scans); ``progress`` is called
+    with the number of messages read so far. Messages stream through: memory holds the rows,
+    never the folder.
+
+    >>> df = read_mailboxes([], role="spam", my_hostnames=["mx.example.net"])
+    >>> list(df.columns[:4]), len(df)
+    (['path', 'role', 'message_id', 'received_time'], 0)
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    mine = list(my_hostnames) if my_hostnames is not None else guess_my_hostnames(
+        paths, subfolders=subfolders)
+    rows = []
+    for n, raw in enumerate(iter_messages(paths, subfolders=subfolders, skip_keys=skip_keys)):
+        rows.append(mail_row(raw, read_message(raw.data, full=full), role, mine,
+                             trusted_relays))
+        if progress is not None and n % 500 == 499:
+            progress(n + 1)
+    return mail_frame(rows)
+
+
+def mail_frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
+    """Rows from :func:`mail_row` -> a DataFrame with stable dtypes."""
+    df = pd.DataFrame(list(rows), columns=MAIL_COLUMNS)
+    for col in ("received_time", "date"):
+        df[col] = pd.to_datetime(df[col], utc=True, errors="coerce")
+    for col in ("trusted", "local_origin", "tls"):
+        df[col] = df[col].astype("boolean")
+    for col in ("defects", "size", "hops", "trusted_index"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def mail_row(raw: RawMessage, rec: MessageRecord, role: str | None,
+             my_hostnames: Sequence[str], trusted_relays: Sequence[str] = ()
+             ) -> dict[str, object]:
+    """One row of the ``mail`` table for one message."""
+    received = rec.positions("received")
+    hops = [parse_received(v) for _, v in received]
+    hop = trusted_hop(hops, my_hostnames, trusted_relays)
+    auth = (trusted_results(rec.headers, received[hop.index][0], my_hostnames)
+            if hop is not None else TrustedAuth())
+    r = hop.received if hop is not None else None
+    envelope = _envelope_sender(rec)
+    from_addr = parse_address(rec.get("from"))
+    msgid = _message_id(rec.get("message-id"))
+    return {
+        "path": raw.path if raw.offset is None else f"{raw.path}:{raw.offset}",
+        "role": role,
+        "message_id": msgid,
+        "received_time": r.date if r else None,
+        "host": r.by.lower() if r and r.by else None,
+        "queue_id": r.queue_id if r else None,
+        "trusted": hop is not None,
+        "client_ip": r.ip if r else None,
+        "client_name": r.rdns.lower() if r and r.rdns else None,
+        "helo": r.helo if r else None,
+        "envelope_sender": envelope,
+        "from_address": from_addr,
+        "from_domain": registered_domain(address_domain(from_addr)),
+        "sender_domain": registered_domain(address_domain(envelope)),
+        "spf_result": auth.spf_result,
+        "dkim_result": auth.dkim_result,
+        "dkim_domains": ",".join(dkim_signature_domains(rec.get_all("dkim-signature"))) or None,
+        "dmarc_result": auth.dmarc_result,
+        "subject": decode_header_value(rec.get("subject")),
+        "x_mailer": decode_header_value(rec.get("x-mailer")),
+        "list_id": _list_id(rec.get("list-id")),
+        "defects": rec.defects,
+        "key": raw.key,
+        "size": rec.size,
+        "hops": len(received),
+        "trusted_index": hop.index if hop is not None else None,
+        "local_origin": hop.internal_only if hop is not None else None,
+        "tls": r.tls if r else None,
+        "authenticated": r.authenticated if r else None,
+        "rdns_domain": registered_domain(r.rdns) if r else None,
+        "from_domain_full": address_domain(from_addr),
+        "sender_domain_full": address_domain(envelope),
+        "reply_to_domain": registered_domain(address_domain(parse_address(
+            rec.get("reply-to")))),
+        "message_id_domain": registered_domain(msgid.rpartition("@")[2] if msgid else None),
+        "dkim_pass_domains": ",".join(auth.dkim_pass_domains) or None,
+        "user_agent": decode_header_value(rec.get("user-agent")),
+        "date": _header_date(rec.get("date")),
+        "defect_kinds": ",".join(rec.defect_kinds) or None,
+    }
+
+
+def _envelope_sender(rec: MessageRecord) -> str | None:
+    """Return-Path as local delivery wrote it (the topmost one); else the mbox From_ line."""
+    rp = rec.get("return-path")
+    if rp is not None:
+        m = re.search(r"<([^<>]*)>", rp)
+        return normalise_address(f"<{m.group(1)}>" if m else rp.strip())
+    if rec.unixfrom:
+        parts = rec.unixfrom.split()
+        if len(parts) > 1:
+            return "" if parts[1] == "MAILER-DAEMON" else normalise_address(parts[1])
+    return None
+
+
+def _message_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    m = re.search(r"<([^<>\s]+)>", value)
+    return m.group(1) if m else (value.strip() or None)
+
+
+def _list_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    m = re.search(r"<([^<>\s]+)>", value)
+    return m.group(1).lower() if m else decode_header_value(value)
+
+
+def _header_date(value: str | None) -> object:
+    from triage.ingest.received import _parse_date
+
+    return _parse_date(value) if value else None
