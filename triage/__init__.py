@@ -5,6 +5,26 @@ The public Python API lives here; everything returns pandas DataFrames.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "read_mailboxes"]
+
+
+def read_mailboxes(
+    paths: str | Path | Sequence[str | Path],
+    role: str | None = None,
+    my_hostnames: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """Mail folders -> the ``mail`` DataFrame; see ``triage.ingest.mailtable.read_mailboxes``."""
+    # Imported on use so that `import triage` (and the CLI's start) stays fast.
+    from triage.ingest.mailtable import read_mailboxes as _read_mailboxes
+
+    return _read_mailboxes(paths, role=role, my_hostnames=my_hostnames, **kwargs)

@@ -1,1 +1,2 @@
 """Registers every command module with the app. One import per command module."""
+from triage.cli import mail_cmd  # noqa: F401

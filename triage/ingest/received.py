@@ -396,9 +396,16 @@ def _relay_matches(hop: Received, relays: Sequence[str]) -> bool:
     return False
 
 
+_RETRIEVAL = frozenset({"POP3", "POP", "IMAP", "IMAP4", "IMAPS", "POP3S", "ODMR", "ETRN"})
+
+
 def _internal(hop: Received, my_hostnames: Sequence[str]) -> bool:
     """The client of this hop is ourselves: loopback (content filter re-injection) or one of
     our hosts by verified rDNS. Never by HELO, which the client chooses."""
+    if hop.protocol and hop.protocol.upper() in _RETRIEVAL:
+        # fetchmail/getmail pulling from our own mailbox provider: below this hop is the
+        # provider's MX, which the walk follows only if it is in my_hostnames or a relay.
+        return True
     if hop.ip is not None:
         addr = ipaddress.ip_address(hop.ip)
         if addr.is_loopback:
