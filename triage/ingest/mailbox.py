@@ -207,13 +207,17 @@ def _mbox_chunks(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
 def _verified_end(fh: BinaryIO, end: int) -> int:
     """``end`` if a message boundary (end of file, or an optional blank line and a ``From ``
     line) is there, else -1: spam carries bogus Content-Length headers too."""
+    size = os.fstat(fh.fileno()).st_size
+    if end > size:
+        return -1
     here = fh.tell()
     try:
         fh.seek(end)
         peek = fh.read(7)
     finally:
         fh.seek(here)
-    ok = peek == b"" or peek.startswith(b"From ") or peek.lstrip(b"\r\n").startswith(b"From ")
+    at_eof = peek.strip() == b"" and end >= size - 2
+    ok = at_eof or peek.lstrip(b"\r\n").startswith(b"From ")
     return end if ok else -1
 
 

@@ -107,7 +107,15 @@ def mail_frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
         df[col] = df[col].astype("boolean")
     for col in ("defects", "size", "hops", "trusted_index"):
         df[col] = df[col].astype("Int64")
+    # Text columns hold str or None (not NaN), whatever the mix of values.
+    for col in _TEXT_COLUMNS:
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
     return df
+
+
+_TEXT_COLUMNS = [c for c in MAIL_COLUMNS if c not in (
+    "received_time", "date", "trusted", "local_origin", "tls", "defects", "size", "hops",
+    "trusted_index")]
 
 
 def mail_row(raw: RawMessage, rec: MessageRecord, role: str | None,
