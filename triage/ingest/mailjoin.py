@@ -1,0 +1,89 @@
+"""Join the ``mail`` table with the log's ``messages`` table on (host, queue id).
+
+The trusted Received header names the host and queue id under which our MX accepted the
+message; the log has the same message with the client, HELO and the SPF/DKIM/DMARC results as
+the milters and the policy service logged them. The log completes what the header lacks and
+confirms what it has; a field on which both sides disagree is listed in ``log_disagreement``
+(a forged or mis-chosen trusted hop, or a queue id recycled by Postfix).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+__all__ = ["join_with_log"]
+
+# mail column -> messages column
+_COMPARED = {
+    "client_ip": "client_ip",
+    "client_name": "client_name",
+    "helo": "helo",
+    "envelope_sender": "sender",
+    "spf_result": "spf_result",
+    "dkim_result": "dkim_result",
+    "dmarc_result": "dmarc_result",
+    "message_id": "message_id",
+}
+_LOG_ONLY = ["first_seen", "last_seen", "size", "nrcpt", "status", "incarnation"]
+
+
+def _short_host(series: pd.Series) -> pd.Series:
+    """syslog usually logs the short host name; Received has the FQDN."""
+    return series.astype("string").str.lower().str.split(".").str[0]
+
+
+def _norm(value: object, column: str) -> object:
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    if column == "client_name" and text.lower() == "unknown":
+        return None
+    if column in ("client_name", "spf_result", "dkim_result", "dmarc_result"):
+        return text.lower()
+    if column == "message_id":
+        return text.strip("<>")
+    return text
+
+
+def join_with_log(mail: pd.DataFrame, messages: pd.DataFrame) -> pd.DataFrame:
+    """``mail`` with the matching log message's fields added as ``log_*`` columns.
+
+    Empty trusted-hop fields are filled from the log; ``log_matched`` says whether a log
+    message was found and ``log_disagreement`` lists (comma-separated) the fields where the
+    header and the log differ. When a queue id occurs several times in the log (Postfix
+    reuses short ids), the occurrence whose ``first_seen`` is closest to the header's
+    ``received_time`` is taken. Rows and their order are those of ``mail``.
+    """
+    out = mail.copy()
+    log = messages.copy()
+    left = pd.DataFrame({"_row": range(len(out)), "_host": _short_host(out["host"]),
+                         "_qid": out["queue_id"].astype("string"),
+                         "_when": pd.to_datetime(out["received_time"], utc=True)})
+    log["_host"] = _short_host(log["host"])
+    log["_qid"] = log["queue_id"].astype("string")
+    cols = ["_host", "_qid", *[c for c in {*_COMPARED.values(), *_LOG_ONLY} if c in log]]
+    merged = left.dropna(subset=["_host", "_qid"]).merge(log[cols], on=["_host", "_qid"])
+    if "first_seen" in merged and len(merged):
+        gap = (pd.to_datetime(merged["first_seen"], utc=True) - merged["_when"]).abs()
+        merged = merged.assign(_gap=gap).sort_values("_gap", na_position="last")
+    merged = merged.drop_duplicates("_row").set_index("_row")
+    idx = pd.RangeIndex(len(out))
+    out["log_matched"] = pd.array(idx.isin(merged.index), dtype="boolean")
+    for col in _LOG_ONLY:
+        if col in merged:
+            out[f"log_{col}"] = merged[col].reindex(idx).to_numpy()
+    disagreements: list[list[str]] = [[] for _ in range(len(out))]
+    for mcol, lcol in _COMPARED.items():
+        if lcol not in merged or mcol not in out:
+            continue
+        logged = merged[lcol].reindex(idx)
+        out[f"log_{lcol}"] = logged.to_numpy()
+        filled = []
+        for i, (mine, theirs) in enumerate(zip(out[mcol], logged, strict=True)):
+            a, b = _norm(mine, mcol), _norm(theirs, mcol)
+            if a is not None and b is not None and a != b:
+                disagreements[i].append(mcol)
+            filled.append(mine if a is not None or b is None else b)
+        out[mcol] = pd.Series(filled, index=out.index, dtype=object)
+    out["log_disagreement"] = [",".join(d) or None for d in disagreements]
+    return out
