@@ -143,19 +143,27 @@ def _xtext(value: str) -> str:
                    for c in value)
 
 
-def replay(bench: Bench, msg: ReplayMessage, recipients: list[str],
-           label_header: str | None = None) -> ReplayResult:
-    """One SMTP session: XCLIENT as the original client, then MAIL, RCPT..., DATA."""
+def replay(bench: Bench, msg: ReplayMessage, recipients: list[str], *,
+           helo: str | None = None, xclient: bool = True) -> ReplayResult:
+    """One SMTP session as the original client, then MAIL, RCPT..., DATA.
+
+    The connection comes from the original client address. With ``xclient`` (the default) the
+    client also sends XCLIENT with that address, the rDNS name and the HELO, so Postfix uses
+    them whatever its own DNS lookups say; without it Postfix relies on the bench's DNS (PTR
+    and A records) and the EHLO, and its log shows no trace of the replay (no ``xclient=``
+    counter in the disconnect line). ``helo`` replaces the message's HELO.
+    """
     hop = msg.hop
-    label_header = label_header or bench.spec.label_header
+    helo = helo or hop.helo
     smtp = bench.smtp(source=hop.client_ip)
     try:
-        name = hop.client_name if hop.client_name != "unknown" else "[UNAVAILABLE]"
-        code, reply = smtp.docmd(
-            f"XCLIENT NAME={_xtext(name)} ADDR={hop.client_ip} HELO={_xtext(hop.helo)}")
-        if code != 220:
-            return ReplayResult("XCLIENT", code, reply.decode())
-        code, reply = smtp.ehlo(hop.helo)
+        if xclient:
+            name = hop.client_name if hop.client_name != "unknown" else "[UNAVAILABLE]"
+            code, reply = smtp.docmd(
+                f"XCLIENT NAME={_xtext(name)} ADDR={hop.client_ip} HELO={_xtext(helo)}")
+            if code != 220:
+                return ReplayResult("XCLIENT", code, reply.decode())
+        code, reply = smtp.ehlo(helo)
         if code != 250:
             return ReplayResult("EHLO", code, reply.decode())
         code, reply = smtp.mail(msg.sender)
@@ -170,7 +178,7 @@ def replay(bench: Bench, msg: ReplayMessage, recipients: list[str],
             accepted += code == 250
         if not accepted:
             return result
-        data = f"{label_header}: {msg.label}\n".encode() + msg.data
+        data = f"{bench.spec.label_header}: {msg.label}\n".encode() + msg.data
         try:
             code, reply = smtp.data(data)
         except smtplib.SMTPDataError as exc:
