@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "read_mailboxes"]
+__all__ = ["__version__", "read_mailboxes", "read_maillog"]
 
 
 def read_mailboxes(
@@ -28,3 +28,12 @@ def read_mailboxes(
     from triage.ingest.mailtable import read_mailboxes as _read_mailboxes
 
     return _read_mailboxes(paths, role=role, my_hostnames=my_hostnames, **kwargs)
+
+
+def read_maillog(paths: str | Path | Sequence[str | Path], year: int | None = None,
+                 timezone: str | None = None, rule_id_pattern: str | None = None) -> Any:
+    """mail.log files -> an object with DataFrames ``.events .sessions .messages .deliveries
+    .rejects .unparsed``; see ``triage.ingest.logtables.read_maillog``."""
+    from triage.ingest.logtables import read_maillog as _read_maillog
+
+    return _read_maillog(paths, year=year, timezone=timezone, rule_id_pattern=rule_id_pattern)

@@ -103,7 +103,7 @@ def load_config(explicit: str | Path | None = None) -> Config:
     return cfg
 
 
-def _replace(cfg: Config, key: str, value: object) -> Config:
+def _replace(cfg: Config, key: str, value: Path) -> Config:
     from dataclasses import replace
 
-    return replace(cfg, **{key: value})
+    return replace(cfg, **{key: value})  # type: ignore[arg-type]

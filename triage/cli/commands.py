@@ -1,2 +1,5 @@
 """Registers every command module with the app. One import per command module."""
-from triage.cli import mail_cmd  # noqa: F401
+from triage.cli import (
+    mail_cmd,  # noqa: F401
+    parse_cmd,  # noqa: F401
+)

@@ -1,0 +1,128 @@
+"""Writing tables to files or stdout: jsonl, csv, parquet; streamed chunk by chunk.
+
+Files are written to a temporary name in the target directory, fsynced and renamed into place,
+so an interrupted run leaves either the old file or the new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from triage.errors import InputError
+
+FORMATS = ("jsonl", "csv", "parquet")
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it over ``target`` on success."""
+    target = target.expanduser()
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError("output directory does not exist", file=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; an output file gets the usual mode
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class TableWriter:
+    """Append polars frames to one output (a file, or stdout for jsonl/csv)."""
+
+    def __init__(self, fmt: str, out: Path | None, empty: pl.DataFrame | None = None):
+        if fmt not in FORMATS:
+            raise InputError(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
+        if fmt == "parquet" and out is None:
+            raise InputError("--format parquet needs --out FILE")
+        self.fmt, self.out = fmt, out
+        self.rows = 0
+        self._stack = contextlib.ExitStack()
+        # the schema of the table: from a typed empty frame when given, else the first chunk
+        self._schema: pa.Schema | None = empty.to_arrow().schema if empty is not None else None
+        self._pq: pq.ParquetWriter | None = None
+        self._header = True
+        self._stream: IO[Any]
+        if out is None:
+            self._stream = sys.stdout
+        else:
+            self._tmp = self._stack.enter_context(atomic_path(out))
+            self._stream = (self._stack.enter_context(open(self._tmp, "wb"))  # noqa: SIM115
+                            if fmt == "parquet" else
+                            self._stack.enter_context(open(self._tmp, "w", encoding="utf-8",  # noqa: SIM115
+                                                           newline="")))
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if frame.height == 0 and self._schema is not None:
+            return
+        table = frame.to_arrow()
+        if self._schema is None:
+            self._schema = table.schema
+        else:
+            table = _conform(table, self._schema)
+        self.rows += frame.height
+        if self.fmt == "parquet":
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(self._stream, self._schema, compression="zstd")
+            if table.num_rows:
+                self._pq.write_table(table)
+            return
+        if frame.height == 0:
+            return
+        df = pl.from_arrow(table)
+        assert isinstance(df, pl.DataFrame)
+        if self.fmt == "csv":
+            flat = df.with_columns([pl.col(c).cast(pl.List(pl.String)).list.join(" ")
+                                    for c, t in df.schema.items() if isinstance(t, pl.List)])
+            text = flat.write_csv(include_header=self._header)
+            self._header = False
+        else:
+            buf = io.StringIO()
+            df.write_ndjson(buf)
+            text = buf.getvalue()
+        self._stream.write(text)
+
+    def close(self) -> None:
+        if self._pq is not None:
+            self._pq.close()
+        elif self.fmt == "parquet" and self._schema is not None:
+            pq.write_table(self._schema.empty_table(), self._stream)
+        if self.out is None:
+            self._stream.flush()
+        self._stack.close()
+
+    def abort(self) -> None:
+        """Drop the partial output (the target keeps its previous content)."""
+        self._stack.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast a chunk to the schema of the first chunk (all-null columns come out as strings)."""
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            cols.append(col if col.type == f.type else col.cast(f.type, safe=False))
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)

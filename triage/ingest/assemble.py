@@ -1,0 +1,448 @@
+"""Events -> sessions, messages (queue incarnations), deliveries and rejects, chunk by chunk.
+
+State is bounded: only open smtpd sessions, open queue files and short time windows of
+policyd-spf results, milter results and hop links are carried from one chunk to the next;
+everything finished is emitted. The aggregations are all mergeable (min, max, sum, first and
+last non-null), so a session or message split across chunks is aggregated per chunk and the
+partial rows merged, with no per-event Python loop.
+
+Keys and boundaries:
+
+- session: (host, pid) of an smtpd process; a ``connect`` starts a new one, ``disconnect``
+  ends it. A session that never disconnects (log cut, crash) ends at the next connect of its
+  pid and is emitted with a null ``disconnect_time``.
+- message: (host, instance, queue_id); ``removed`` (or a cleanup/milter reject of the queued
+  message) ends an incarnation, so a reused queue id starts a new row with ``incarnation``
+  one higher when the previous one ended within ``RECENT``.
+- policyd-spf logs no queue id and runs in its own process: its result is matched to the
+  message by (host, client address) and the nearest earlier time, preferring the mailfrom
+  identity. opendkim/opendmarc results are matched by (host, queue id) and time.
+- hops: a message's ``parent_queue_id`` comes from ``orig_queue_id`` on its ``client=`` line,
+  or from a delivery of another queue file that says ``queued as`` this id, or from a bounce
+  notification. Finished messages wait one chunk before they are emitted, so a link logged
+  just after the child was removed is still seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import cast
+
+import polars as pl
+
+from triage.ingest.maillog import EVENT_SCHEMA, conform
+
+RECENT = timedelta(hours=1)  # how long hop links, milter and SPF results are kept
+SPF_TOLERANCE = timedelta(minutes=15)
+
+_SESSION_EVENTS = ("connect", "disconnect", "client", "reject", "milter", "tls", "sasl_failure",
+                   "lost_connection", "timeout", "too_many_errors", "improper_pipelining",
+                   "non_smtp_command")
+# bounce_notice lines name the original message but are used only as hop links: they may be
+# logged after that message's "removed" and must not open a new incarnation of it.
+_MESSAGE_EVENTS = ("client", "message_id", "qmgr_from", "removed", "expired", "delivery",
+                   "pickup", "check", "milter", "reject")
+REJECT_KINDS = ("reject", "milter", "check")
+_REJECT_ACTIONS = ("reject", "discard")
+_DKIM_RANK = {"pass": 4, "fail": 3, "temperror": 2, "none": 1}
+_DKIM_NAME = {v: k for k, v in _DKIM_RANK.items()}
+
+SESSION_COLUMNS = ["host", "pid", "connect_time", "disconnect_time", "client_name", "client_ip",
+                   "helo", "sasl_username", "tls", "commands", "n_messages", "n_rejects",
+                   "program", "sasl_method", "lost_after", "session_id"]
+MESSAGE_COLUMNS = ["host", "instance", "queue_id", "incarnation", "first_seen", "last_seen",
+                   "client_name", "client_ip", "helo", "sender", "size", "nrcpt", "message_id",
+                   "spf_result", "dkim_result", "dmarc_result", "parent_queue_id", "status",
+                   "origin", "sasl_username", "orig_queue_id", "dkim_domains", "dmarc_domain",
+                   "n_sent", "n_deferred", "n_bounced", "reject_reason"]
+DELIVERY_COLUMNS = ["time", "host", "queue_id", "recipient", "orig_recipient", "relay", "delay",
+                    "dsn", "status", "response", "next_queue_id", "instance", "program", "delays"]
+# deliveries also get "hop" (bool), computed by the assembler
+REJECT_COLUMNS = ["time", "host", "program", "pid", "queue_id", "stage", "code", "enhanced_code",
+                  "object", "reason_class", "reason", "action", "client_name", "client_ip",
+                  "helo", "sender", "recipient", "proto", "rule_id", "file", "line_no"]
+
+
+_T = pl.Datetime("us", "UTC")
+_S, _I = pl.String(), pl.Int64()
+SESSION_SCHEMA = pl.Schema({
+    "host": _S, "pid": _I, "connect_time": _T, "disconnect_time": _T, "client_name": _S,
+    "client_ip": _S, "helo": _S, "sasl_username": _S, "tls": _S, "commands": _S,
+    "n_messages": _I, "n_rejects": _I, "program": _S, "sasl_method": _S, "lost_after": _S,
+    "session_id": _S})
+MESSAGE_SCHEMA = pl.Schema({
+    "host": _S, "instance": _S, "queue_id": _S, "incarnation": _I, "first_seen": _T,
+    "last_seen": _T, "client_name": _S, "client_ip": _S, "helo": _S, "sender": _S, "size": _I,
+    "nrcpt": _I, "message_id": _S, "spf_result": _S, "dkim_result": _S, "dmarc_result": _S,
+    "parent_queue_id": _S, "status": _S, "origin": _S, "sasl_username": _S,
+    "orig_queue_id": _S, "dkim_domains": pl.List(_S), "dmarc_domain": _S, "n_sent": _I,
+    "n_deferred": _I, "n_bounced": _I, "reject_reason": _S})
+assert list(SESSION_SCHEMA) == SESSION_COLUMNS and list(MESSAGE_SCHEMA) == MESSAGE_COLUMNS
+
+
+@dataclass
+class Tables:
+    sessions: pl.DataFrame
+    messages: pl.DataFrame
+    deliveries: pl.DataFrame
+    rejects: pl.DataFrame
+
+
+def _first(col: str) -> pl.Expr:
+    return pl.col(col).drop_nulls().first()
+
+
+def _last(col: str) -> pl.Expr:
+    return pl.col(col).drop_nulls().last()
+
+
+def _when_kind(kind: str | tuple[str, ...], expr: pl.Expr) -> pl.Expr:
+    cond = pl.col("kind") == kind if isinstance(kind, str) else pl.col("kind").is_in(kind)
+    return pl.when(cond).then(expr)
+
+
+# ---- sessions ------------------------------------------------------------------------------
+
+def _session_partials(ev: pl.DataFrame) -> pl.DataFrame:
+    """Per-chunk aggregates of smtpd events, one row per (host, pid, seq)."""
+    is_connect = (pl.col("kind") == "connect").cast(pl.Int32)
+    ev = ev.with_columns(is_connect.cum_sum().over("host", "pid").alias("seq"))
+    is_reject = (pl.col("kind").is_in(("reject", "milter"))
+                 & pl.col("action").is_in(_REJECT_ACTIONS))
+    return ev.group_by("host", "pid", "seq").agg(
+        pl.col("line_no").min().alias("first_line"),
+        _first("file").alias("file"),
+        pl.col("time").min().alias("first_time"),
+        pl.col("time").max().alias("last_time"),
+        _when_kind("connect", pl.col("time")).min().alias("connect_time"),
+        _when_kind("disconnect", pl.col("time")).max().alias("disconnect_time"),
+        _first("client_name"), _first("client_ip"),
+        _when_kind(("reject", "milter"), pl.col("helo")).drop_nulls().last().alias("helo"),
+        _first("sasl_username"), _first("sasl_method"), _first("tls"),
+        _when_kind("disconnect", pl.col("commands")).drop_nulls().last().alias("commands"),
+        (pl.col("kind") == "client").sum().cast(pl.Int64).alias("n_messages"),
+        is_reject.sum().cast(pl.Int64).alias("n_rejects"),
+        _first("program"),
+        _when_kind(("lost_connection", "timeout"), pl.col("stage")).drop_nulls().last()
+        .alias("lost_after"),
+        (pl.col("kind") == "connect").any().alias("has_connect"),
+    )
+
+
+def _merge_sessions(parts: pl.DataFrame) -> pl.DataFrame:
+    # ``parts`` holds the carried open rows (seq 0) before this chunk's rows, so "first" keeps
+    # the earlier value and "last" the later one.
+    return parts.group_by("host", "pid", "seq", maintain_order=True).agg(
+        pl.col("first_line").first(), pl.col("file").first(),
+        pl.col("first_time").min(), pl.col("last_time").max(),
+        pl.col("connect_time").min(), pl.col("disconnect_time").max(),
+        _first("client_name"), _first("client_ip"), _last("helo"), _first("sasl_username"),
+        _first("sasl_method"), _first("tls"), _last("commands"),
+        pl.col("n_messages").sum(), pl.col("n_rejects").sum(), _first("program"),
+        _last("lost_after"), pl.col("has_connect").any(),
+    )
+
+
+# ---- messages ------------------------------------------------------------------------------
+
+def _message_partials(ev: pl.DataFrame) -> pl.DataFrame:
+    # A queued message ends at "removed", or when cleanup (header/body checks) or a milter or
+    # smtpd refuses it after DATA. A reject at RCPT that carries a queue id only refused one
+    # more recipient of a message that goes on.
+    refused = pl.col("action").is_in(_REJECT_ACTIONS) & (
+        (pl.col("kind") == "check")
+        | (pl.col("kind").is_in(("milter", "reject"))
+           & pl.col("stage").is_in(("DATA", "END-OF-MESSAGE", "BDAT"))))
+    terminal = (pl.col("kind") == "removed") | refused
+    ev = ev.with_columns(terminal.alias("terminal"))
+    ev = ev.with_columns((pl.col("terminal").cast(pl.Int32).cum_sum().over(
+        "host", "instance", "queue_id") - pl.col("terminal").cast(pl.Int32)).alias("seq"))
+    rejected = pl.col("terminal") & (pl.col("kind") != "removed")
+    status = pl.col("status")
+    return ev.group_by("host", "instance", "queue_id", "seq").agg(
+        pl.col("time").min().alias("first_seen"), pl.col("time").max().alias("last_seen"),
+        _when_kind("client", pl.col("client_name")).drop_nulls().first().alias("client_name"),
+        _when_kind("client", pl.col("client_ip")).drop_nulls().first().alias("client_ip"),
+        _when_kind(("check", "milter", "reject"), pl.col("helo")).drop_nulls().last()
+        .alias("helo"),
+        _when_kind(("qmgr_from", "pickup", "expired"), pl.col("sender")).drop_nulls().first()
+        .alias("sender"),
+        _first("size"), _first("nrcpt"), _first("message_id"), _first("sasl_username"),
+        _first("orig_queue_id"),
+        pl.col("kind").filter(pl.col("kind") == "pickup").first().alias("origin_pickup"),
+        _when_kind("client", pl.col("pid")).drop_nulls().first().alias("smtpd_pid"),
+        (pl.col("kind") == "removed").any().alias("removed"),
+        (pl.col("kind") == "expired").any().alias("expired"),
+        rejected.any().alias("rejected"),
+        _when_kind(("check", "milter", "reject"), pl.when(rejected).then(pl.col("reason")))
+        .drop_nulls().first().alias("reject_reason"),
+        ((pl.col("kind") == "check") & (pl.col("action") == "hold")).any().alias("held"),
+        ((pl.col("kind") == "delivery") & (status == "sent")).sum().cast(pl.Int64)
+        .alias("n_sent"),
+        ((pl.col("kind") == "delivery") & (status == "deferred")).sum().cast(pl.Int64)
+        .alias("n_deferred"),
+        ((pl.col("kind") == "delivery") & status.is_in(("bounced", "expired"))).sum()
+        .cast(pl.Int64).alias("n_bounced"),
+        pl.col("terminal").any().alias("closed"),
+    )
+
+
+def _merge_messages(parts: pl.DataFrame) -> pl.DataFrame:
+    return parts.group_by("host", "instance", "queue_id", "seq", maintain_order=True).agg(
+        pl.col("first_seen").min(), pl.col("last_seen").max(),
+        *[_first(c) for c in ("client_name", "client_ip")], _last("helo"),
+        *[_first(c) for c in ("sender", "size", "nrcpt", "message_id", "sasl_username",
+                              "orig_queue_id", "origin_pickup", "smtpd_pid")],
+        *[pl.col(c).any() for c in ("removed", "expired", "rejected", "held", "closed")],
+        _first("reject_reason"),
+        *[pl.col(c).sum() for c in ("n_sent", "n_deferred", "n_bounced")],
+    )
+
+
+def _message_status() -> pl.Expr:
+    return (pl.when(pl.col("rejected")).then(pl.lit("rejected"))
+            .when(pl.col("expired")).then(pl.lit("expired"))
+            .when(pl.col("n_bounced") > 0).then(pl.lit("bounced"))
+            .when(pl.col("held") & ~pl.col("removed")).then(pl.lit("held"))
+            .when(pl.col("removed") & (pl.col("n_sent") > 0)).then(pl.lit("delivered"))
+            .when(pl.col("removed")).then(pl.lit("removed"))
+            .when(pl.col("n_deferred") > 0).then(pl.lit("deferred"))
+            .otherwise(pl.lit("open")))
+
+
+@dataclass
+class Assembler:
+    """Feed event chunks in time order; collect finished rows from each ``feed`` and ``finish``.
+
+    >>> asm = Assembler()
+    >>> # for chunk in read_chunks(paths): tables = asm.feed(chunk.events)
+    """
+
+    open_sessions: pl.DataFrame | None = None
+    open_messages: pl.DataFrame | None = None
+    pending_messages: pl.DataFrame | None = None
+    spf: pl.DataFrame | None = None
+    milter: pl.DataFrame | None = None
+    links: pl.DataFrame | None = None
+    recent_qids: pl.DataFrame | None = None
+    recent_closed: dict[tuple[str, str | None, str], tuple[int, datetime]] = field(
+        default_factory=dict)
+
+    def feed(self, events: pl.DataFrame) -> Tables:
+        sessions = self._sessions(events, final=False)
+        closed = self._messages(events, final=False)
+        self._buffers(events)
+        messages = self._emit(self.pending_messages)
+        self.pending_messages = closed
+        self._prune(events)
+        return Tables(sessions, messages, self._deliveries(events), _rejects(events))
+
+    def finish(self) -> Tables:
+        empty = pl.DataFrame()
+        sessions = self._sessions(None, final=True)
+        still_open = self._messages(None, final=True)
+        msgs = [m for m in (self.pending_messages, still_open) if m is not None and m.height]
+        messages = self._emit(pl.concat(msgs, how="diagonal_relaxed") if msgs else None)
+        self.pending_messages = None
+        return Tables(sessions, messages, self._deliveries(empty), _rejects(empty))
+
+    # -- sessions
+    def _sessions(self, events: pl.DataFrame | None, final: bool) -> pl.DataFrame:
+        parts = []
+        if self.open_sessions is not None:
+            parts.append(self.open_sessions)
+        if events is not None and events.height:
+            ev = events.filter((pl.col("daemon") == "smtpd")
+                               & pl.col("kind").is_in(_SESSION_EVENTS))
+            if ev.height:
+                parts.append(_session_partials(ev))
+        if not parts:
+            return _empty_sessions()
+        merged = _merge_sessions(pl.concat(parts, how="diagonal_relaxed"))
+        last_seq = pl.col("seq") == pl.col("seq").max().over("host", "pid")
+        done = pl.col("disconnect_time").is_not_null() | ~last_seq
+        if final:
+            done = pl.lit(True)
+        closed = merged.filter(done)
+        self.open_sessions = merged.filter(~done).with_columns(pl.lit(0, pl.Int32).alias("seq"))
+        # rows without a connect are tails of sessions that began before the log did
+        return closed.with_columns(
+            pl.format("{}:{}", pl.col("file"), pl.col("first_line")).alias("session_id"),
+            pl.coalesce("connect_time", "first_time").alias("connect_time"),
+        ).pipe(conform, SESSION_SCHEMA)
+
+    # -- messages
+    def _messages(self, events: pl.DataFrame | None, final: bool) -> pl.DataFrame | None:
+        parts = []
+        if self.open_messages is not None:
+            parts.append(self.open_messages)
+        if events is not None and events.height:
+            ev = events.filter(pl.col("queue_id").is_not_null()
+                               & (pl.col("queue_id") != "NOQUEUE")
+                               & pl.col("instance").is_not_null()
+                               & pl.col("kind").is_in(_MESSAGE_EVENTS))
+            if ev.height:
+                parts.append(_message_partials(ev))
+        if not parts:
+            return None
+        merged = _merge_messages(pl.concat(parts, how="diagonal_relaxed"))
+        done = pl.col("closed") | pl.lit(final)
+        closed = merged.filter(done)
+        self.open_messages = merged.filter(~done).with_columns(pl.lit(0, pl.Int32).alias("seq"))
+        return closed
+
+    def _emit(self, closed: pl.DataFrame | None) -> pl.DataFrame:
+        if closed is None or closed.height == 0:
+            return _empty_messages()
+        closed = closed.sort("first_seen")
+        out = closed.with_columns(pl.Series("incarnation", self._incarnations(closed),
+                                            dtype=pl.Int64))
+        out = self._attach_parents(out)
+        out = self._attach_spf(out)
+        out = self._attach_milters(out)
+        return out.with_columns(
+            _message_status().alias("status"),
+            pl.coalesce("origin_pickup",
+                        pl.when(pl.col("link_kind") == "bounce_notice").then(pl.lit("bounce")),
+                        pl.when(pl.col("client_ip").is_not_null()).then(pl.lit("smtpd")))
+            .alias("origin"),
+        ).pipe(conform, MESSAGE_SCHEMA)
+
+    def _incarnations(self, closed: pl.DataFrame) -> list[int]:
+        """Number each (host, instance, queue id) that ended within RECENT: 0, 1, 2 ..."""
+        out = []
+        recent = self.recent_closed
+        for host, inst, qid, last_seen in closed.select(
+                "host", "instance", "queue_id", "last_seen").iter_rows():
+            key = (host, inst, qid)
+            prev = recent.get(key)
+            n = 0 if prev is None or cast(datetime, last_seen) - prev[1] > RECENT else prev[0] + 1
+            recent[key] = (n, last_seen)
+            out.append(n)
+        if len(recent) > 50_000:  # keep the memory bounded: forget ids that ended long ago
+            newest = cast(datetime, closed["last_seen"].max())
+            for key in [k for k, v in recent.items() if newest - v[1] > RECENT]:
+                del recent[key]
+        return out
+
+    def _attach_parents(self, msgs: pl.DataFrame) -> pl.DataFrame:
+        parent = pl.col("orig_queue_id")
+        if self.links is not None and self.links.height:
+            links = (self.links.sort("time").unique(["host", "child"], keep="last")
+                     .select("host", pl.col("child").alias("queue_id"),
+                             pl.col("parent").alias("link_parent"), "link_kind"))
+            msgs = msgs.join(links, on=["host", "queue_id"], how="left")
+            parent = pl.coalesce("orig_queue_id", "link_parent")
+        else:
+            msgs = msgs.with_columns(pl.lit(None, pl.String).alias("link_kind"))
+        out = msgs.with_columns(parent.alias("parent_queue_id"))
+        # a message is never its own parent (a reused queue id that links to itself)
+        return out.with_columns(pl.when(pl.col("parent_queue_id") != pl.col("queue_id"))
+                                .then(pl.col("parent_queue_id")).alias("parent_queue_id"))
+
+    def _attach_spf(self, msgs: pl.DataFrame) -> pl.DataFrame:
+        if self.spf is None or self.spf.height == 0:
+            return msgs.with_columns(pl.lit(None, pl.String).alias("spf_result"))
+        spf = (self.spf.sort("identity_rank", "time")
+               .unique(["host", "client_ip", "time"], keep="last").sort("time")
+               .select("host", "client_ip", "time", pl.col("result").alias("spf_result"),
+                       pl.col("helo").alias("spf_helo")))
+        left = msgs.with_row_index("_row").sort("first_seen")
+        joined = left.join_asof(spf, left_on="first_seen", right_on="time",
+                                by=["host", "client_ip"], strategy="backward",
+                                tolerance=SPF_TOLERANCE, check_sortedness=False)
+        return joined.sort("_row").with_columns(
+            pl.coalesce("helo", "spf_helo").alias("helo")).drop("_row", "time", "spf_helo")
+
+    def _attach_milters(self, msgs: pl.DataFrame) -> pl.DataFrame:
+        if self.milter is None or self.milter.height == 0:
+            return msgs.with_columns(pl.lit(None, pl.String).alias("dkim_result"),
+                                     pl.lit(None, pl.List(pl.String)).alias("dkim_domains"),
+                                     pl.lit(None, pl.String).alias("dmarc_result"),
+                                     pl.lit(None, pl.String).alias("dmarc_domain"))
+        agg = self.milter.group_by("host", "queue_id").agg(
+            pl.col("dkim_rank").max(),
+            pl.col("dkim_domain").drop_nulls().unique(maintain_order=True).alias("dkim_domains"),
+            _last("dmarc_result"), _last("dmarc_domain"),
+        ).with_columns(pl.col("dkim_rank").replace_strict(_DKIM_NAME, default=None,
+                                                          return_dtype=pl.String)
+                       .alias("dkim_result")).drop("dkim_rank")
+        return msgs.join(agg, on=["host", "queue_id"], how="left")
+
+    # -- windows of SPF results, milter results and hop links
+    def _buffers(self, events: pl.DataFrame) -> None:
+        if events.height == 0:
+            return
+        spf = events.filter(pl.col("kind") == "spf").select(
+            "host", "client_ip", "time", "result", "helo",
+            (pl.col("identity") == "mailfrom").cast(pl.Int8).alias("identity_rank"))
+        milter = events.filter(pl.col("kind").is_in(("dkim", "dmarc"))).select(
+            "host", "queue_id", "time",
+            _when_kind("dkim", pl.col("result")).replace_strict(
+                _DKIM_RANK, default=None, return_dtype=pl.Int64).alias("dkim_rank"),
+            _when_kind("dkim", pl.when(pl.col("result") == "pass").then(pl.col("domain")))
+            .alias("dkim_domain"),
+            _when_kind("dmarc", pl.col("result")).alias("dmarc_result"),
+            _when_kind("dmarc", pl.col("domain")).alias("dmarc_domain"))
+        links = events.filter(pl.col("next_queue_id").is_not_null()
+                              & pl.col("kind").is_in(("delivery", "bounce_notice"))).select(
+            "host", pl.col("next_queue_id").alias("child"), pl.col("queue_id").alias("parent"),
+            "time", pl.col("kind").alias("link_kind"))
+        self.spf = _append(self.spf, spf)
+        self.milter = _append(self.milter, milter)
+        self.links = _append(self.links, links)
+        qids = events.filter(pl.col("kind").is_in(("client", "pickup", "message_id"))).select(
+            "host", "queue_id", "time")
+        self.recent_qids = _append(self.recent_qids, qids)
+
+    def _prune(self, events: pl.DataFrame) -> None:
+        """Forget buffered results older than RECENT before the newest event."""
+        if events.height == 0:
+            return
+        horizon = cast(datetime, events["time"].max()) - RECENT
+        if self.pending_messages is not None and self.pending_messages.height:
+            # finished messages still waiting to be emitted need their results
+            oldest = cast(datetime, self.pending_messages["first_seen"].min()) - SPF_TOLERANCE
+            horizon = min(horizon, oldest)
+        for name in ("spf", "milter", "links", "recent_qids"):
+            frame = getattr(self, name)
+            if frame is not None:
+                setattr(self, name, frame.filter(pl.col("time") >= horizon))
+
+    def _deliveries(self, events: pl.DataFrame) -> pl.DataFrame:
+        """Delivery rows; ``hop`` marks a hand-over to a queue file in this same log (content
+        filter re-injection, a second instance), as opposed to a final delivery."""
+        if events.height == 0:
+            events = pl.DataFrame(schema=EVENT_SCHEMA)
+        out = events.filter(pl.col("kind") == "delivery").select(DELIVERY_COLUMNS)
+        known = (self.recent_qids.select("host", pl.col("queue_id").alias("next_queue_id"))
+                 .unique().with_columns(pl.lit(True).alias("hop"))
+                 if self.recent_qids is not None else None)
+        if known is None:
+            return out.with_columns(pl.lit(False).alias("hop"))
+        return out.join(known, on=["host", "next_queue_id"], how="left").with_columns(
+            pl.col("hop").fill_null(False))
+
+
+def _append(old: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
+    return new if old is None else pl.concat([old, new], how="vertical_relaxed")
+
+
+def _rejects(events: pl.DataFrame) -> pl.DataFrame:
+    if events.height == 0:
+        events = pl.DataFrame(schema=EVENT_SCHEMA)
+    return events.filter(pl.col("kind").is_in(REJECT_KINDS)).with_columns(
+        pl.when(pl.col("queue_id") == "NOQUEUE").then(None).otherwise(pl.col("queue_id"))
+        .alias("queue_id"),
+        pl.when(pl.col("kind") == "check").then(pl.lit("DATA")).otherwise(pl.col("stage"))
+        .alias("stage"),
+    ).select(REJECT_COLUMNS)
+
+
+def _empty_sessions() -> pl.DataFrame:
+    return pl.DataFrame(schema=SESSION_SCHEMA)
+
+
+def _empty_messages() -> pl.DataFrame:
+    return pl.DataFrame(schema=MESSAGE_SCHEMA)

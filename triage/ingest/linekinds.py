@@ -1,0 +1,252 @@
+"""The line kinds of Postfix, policyd-spf, opendkim and opendmarc, as data.
+
+Each kind is a name, the daemons that write it, the first word of its message (after an
+optional queue id) and one anchored regular expression with named groups. The reader picks the
+candidate kinds of a line by (daemon, first word), a cheap vectorised step, and only then runs
+the kind's regular expression on the few lines that can be of that kind.
+
+Group names are event column names (see ``EVENT_COLUMNS``). ``QID`` and ``CLIENT`` are
+placeholders expanded below. Attacker-controlled fields (HELO, sender, recipient, reject text)
+are captured as opaque strings; nothing here interprets them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Short ids are upper-case hex; long ids (enable_long_queue_ids) use a base-52 alphabet without
+# vowels, so no English word ("warning", "statistics") can be taken for a queue id.
+QID_RE = r"[0-9A-F]{5,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}"
+QID = rf"(?P<queue_id>{QID_RE})"
+QID_OR_NOQUEUE = rf"(?P<queue_id>{QID_RE}|NOQUEUE)"
+# name[address] with an optional :port (smtpd_client_port_logging). The name may be "unknown".
+CLIENT = r"(?P<client_name>[^\[\s]*)\[(?P<client_ip>[^\]\s]*)\](?::(?P<client_port>\d+))?"
+PS_CLIENT = r"\[(?P<client_ip>[^\]\s]*)\]:(?P<client_port>\d+)"
+STAGE = r"(?P<stage>CONNECT|EHLO|HELO|MAIL|RCPT|VRFY|ETRN|DATA|BDAT|END-OF-MESSAGE|[A-Z-]+)"
+# The from/to/proto/helo tail of smtpd and postscreen (comma-separated) reject lines. The HELO
+# comes last and is taken to the end of the line, so a HELO containing "; from=<" cannot move
+# the other fields.
+TAIL = (
+    r"(?:; |;? from=<(?P<sender>.*?)>,? )?"
+    r"(?:to=<(?P<recipient>.*?)>,? )?"
+    r"proto=(?P<proto>[A-Za-z]+),?"
+    r"(?: helo=<(?P<helo>.*)>)?$"
+)
+
+EVENT_COLUMNS: dict[str, str] = {
+    # name -> polars dtype name; every event row has these columns (null where not applicable)
+    "time": "datetime",
+    "host": "str",
+    "program": "str",
+    "instance": "str",
+    "service": "str",
+    "daemon": "str",
+    "pid": "int",
+    "queue_id": "str",
+    "kind": "str",
+    "client_name": "str",
+    "client_ip": "str",
+    "client_port": "int",
+    "helo": "str",
+    "sender": "str",
+    "recipient": "str",
+    "orig_recipient": "str",
+    "proto": "str",
+    "action": "str",
+    "stage": "str",
+    "code": "int",
+    "enhanced_code": "str",
+    "object": "str",
+    "reason": "str",
+    "reason_class": "str",
+    "rule_id": "str",
+    "relay": "str",
+    "delay": "float",
+    "delays": "str",
+    "dsn": "str",
+    "status": "str",
+    "response": "str",
+    "next_queue_id": "str",
+    "message_id": "str",
+    "size": "int",
+    "nrcpt": "int",
+    "sasl_method": "str",
+    "sasl_username": "str",
+    "orig_queue_id": "str",
+    "orig_client_name": "str",
+    "orig_client_ip": "str",
+    "result": "str",
+    "identity": "str",
+    "domain": "str",
+    "selector": "str",
+    "tls": "str",
+    "commands": "str",
+    "detail": "str",
+    "file": "str",
+    "line_no": "int",
+}
+
+
+@dataclass(frozen=True)
+class LineKind:
+    name: str
+    daemons: frozenset[str]
+    words: frozenset[str]
+    pattern: str
+    # Postprocessing steps the reader applies to rows of this kind.
+    reject_text: bool = False  # split "text" into code / enhanced_code / object / reason
+    doc: str = ""
+
+
+def _k(name: str, daemons: str, words: str, pattern: str, **kw: object) -> LineKind:
+    return LineKind(name, frozenset(daemons.split()), frozenset(words.split()), pattern,
+                    **kw)  # type: ignore[arg-type]
+
+
+SMTPD = "smtpd"
+DELIVERY = "smtp lmtp local virtual pipe error retry discard qmgr"
+ACTIONS = "reject warn hold discard filter redirect reject_warning prepend"
+
+KINDS: tuple[LineKind, ...] = (
+    _k("connect", SMTPD, "connect", rf"^connect from {CLIENT}$"),
+    _k("disconnect", SMTPD, "disconnect",
+       rf"^disconnect from {CLIENT}(?P<commands>(?: [a-z]+=\d+(?:/\d+)?)*)$"),
+    _k("client", SMTPD, "client",
+       rf"^{QID}: client={CLIENT}"
+       r"(?:, sasl_method=(?P<sasl_method>[^,]*))?"
+       r"(?:, sasl_username=(?P<sasl_username>[^,]*))?"
+       r"(?:, sasl_sender=[^,]*)?"
+       r"(?:, orig_queue_id=(?P<orig_queue_id>[^,]+))?"
+       r"(?:, orig_client=(?P<orig_client_name>[^\[\s]*)\[(?P<orig_client_ip>[^\]]*)\])?$"),
+    # smtpd (and postscreen) access decisions: reject, warn, hold, discard, filter, redirect.
+    _k("reject", "smtpd postscreen", ACTIONS,
+       rf"^{QID_OR_NOQUEUE}: (?P<action>reject|warn|hold|discard|filter|redirect|"
+       rf"reject_warning|prepend): {STAGE} from {CLIENT}: "
+       rf"(?P<text>.*?){TAIL}", reject_text=True),
+    _k("milter", "smtpd cleanup", "milter-reject milter-discard milter-hold milter-tempfail",
+       rf"^{QID_OR_NOQUEUE}: milter-(?P<action>reject|discard|hold|tempfail): {STAGE} from "
+       rf"{CLIENT}: (?P<text>.*?){TAIL}", reject_text=True),
+    # cleanup header_checks / body_checks / milter actions on a queued message
+    _k("check", "cleanup", "reject warning hold discard replace prepend redirect filter info bcc",
+       rf"^{QID}: (?P<action>reject|warning|hold|discard|replace|prepend|redirect|filter|info|"
+       r"bcc): (?P<object>header|body|mime-header|nested-header) (?P<detail>.*?) from "
+       r"(?P<client_name>[^\[\s;]*)(?:\[(?P<client_ip>[^\]\s]*)\](?::\d+)?)?; "
+       r"from=<(?P<sender>.*?)> to=<(?P<recipient>.*?)>(?: proto=(?P<proto>[A-Za-z]+))?"
+       r"(?: helo=<(?P<helo>[^>]*)>)?(?:: (?P<text>.*))?$", reject_text=True),
+    _k("message_id", "cleanup", "message-id resent-message-id",
+       rf"^{QID}: (?:resent-)?message-id=<?(?P<message_id>.*?)>?$"),
+    _k("qmgr_from", "qmgr", "from",
+       rf"^{QID}: from=<(?P<sender>.*?)>, size=(?P<size>\d+), nrcpt=(?P<nrcpt>\d+) "
+       r"\(queue active\)$"),
+    _k("expired", "qmgr", "from",
+       rf"^{QID}: from=<(?P<sender>.*?)>, status=(?P<status>expired), returned to sender$"),
+    _k("removed", "qmgr", "removed", rf"^{QID}: removed$"),
+    _k("delivery", DELIVERY, "to",
+       rf"^{QID}: to=<(?P<recipient>.*?)>,(?: orig_to=<(?P<orig_recipient>.*?)>,)? "
+       r"relay=(?P<relay>[^,]*),(?: conn_use=\d+,)? delay=(?P<delay>[\d.]+),"
+       r"(?: delays=(?P<delays>[\d./]+),)? dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), "
+       r"status=(?P<status>[a-z]+)(?: \((?P<response>.*)\))?$"),
+    _k("bounce_notice", "bounce", "sender postmaster",
+       rf"^{QID}: (?P<detail>(?:sender|postmaster) (?:non-delivery|delivery status|delay|"
+       r"success) notification): (?P<next_queue_id>[0-9A-Za-z]+)$"),
+    _k("pickup", "pickup", "uid", rf"^{QID}: uid=(?P<detail>\d+) from=<(?P<sender>.*?)>$"),
+    _k("sasl_failure", SMTPD, "warning",
+       rf"^warning: {CLIENT}: SASL (?P<sasl_method>[\w-]+) authentication failed"
+       r"(?:: (?P<reason>.*))?$"),
+    _k("non_smtp_command", SMTPD, "warning",
+       rf"^warning: non-SMTP command from {CLIENT}: (?P<detail>.*)$"),
+    _k("dns_warning", SMTPD, "warning",
+       r"^warning: (?:hostname (?P<client_name>\S+) does not resolve to address "
+       r"(?P<client_ip>[^\s:]+)|(?P<detail>[^\s:]+): hostname (?P<helo>\S+) verification "
+       r"failed|(?P<detail2>[^\s:]+): address not listed for hostname (?P<object>\S+))"
+       r"(?::? (?P<reason>.*))?$"),
+    _k("lost_connection", SMTPD, "lost",
+       rf"^lost connection after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$"),
+    _k("timeout", SMTPD, "timeout",
+       rf"^timeout after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$"),
+    _k("too_many_errors", SMTPD, "too",
+       rf"^too many errors after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$"),
+    _k("improper_pipelining", SMTPD, "improper",
+       rf"^improper command pipelining after {STAGE} from {CLIENT}: ?(?P<detail>.*)$"),
+    _k("tls", "smtpd smtp lmtp", "Anonymous Trusted Verified Untrusted",
+       r"^(?P<detail>Anonymous|Trusted|Verified|Untrusted) TLS connection established "
+       r"(?:from|to) (?P<client_name>[^\[\s]*)\[(?P<client_ip>[^\]\s]*)\](?::\d+)?: "
+       r"(?P<tls>\S+) with cipher (?P<selector>\S+).*$"),
+    _k("ps_connect", "postscreen", "CONNECT",
+       rf"^CONNECT from {PS_CLIENT} to \[[^\]]*\]:\d+$"),
+    _k("ps_pass", "postscreen", "PASS", rf"^PASS (?P<detail>NEW|OLD) {PS_CLIENT}$"),
+    _k("ps_listed", "postscreen",
+       "WHITELISTED ALLOWLISTED BLACKLISTED DENYLISTED WHITELIST ALLOWLIST",
+       rf"^(?P<detail>(?:WHITE|ALLOW|BLACK|DENY)LISTED|(?:WHITELIST|ALLOWLIST) VETO) "
+       rf"{PS_CLIENT}$"),
+    _k("ps_dnsbl", "postscreen", "DNSBL",
+       rf"^DNSBL rank (?P<detail>\d+) for {PS_CLIENT}$"),
+    _k("ps_pregreet", "postscreen", "PREGREET",
+       rf"^PREGREET \d+ after (?P<delay>[\d.]+) from {PS_CLIENT}: (?P<detail>.*)$"),
+    _k("ps_hangup", "postscreen", "HANGUP",
+       rf"^HANGUP after (?P<delay>[\d.]+) from {PS_CLIENT} in (?P<detail>.*)$"),
+    _k("ps_command_limit", "postscreen", "COMMAND",
+       rf"^COMMAND (?P<detail>COUNT|TIME|LENGTH|PIPELINING) LIMIT from {PS_CLIENT}"
+       r"(?: after (?P<stage>.*))?$"),
+    _k("ps_protocol", "postscreen", "BARE NON-SMTP",
+       rf"^(?P<detail>BARE NEWLINE|NON-SMTP COMMAND) from {PS_CLIENT}(?: after .*)?$"),
+    _k("ps_disconnect", "postscreen", "DISCONNECT", rf"^DISCONNECT {PS_CLIENT}$"),
+    _k("dnsblog", "dnsblog", "addr",
+       r"^addr (?P<client_ip>\S+) listed by domain (?P<domain>\S+) as (?P<detail>\S+)$"),
+    # policyd-spf: "prepend Received-SPF: Pass (mailfrom) identity=..." (its action line) and
+    # "Pass; identity=..." (its result line, older versions or debugLevel settings).
+    _k("spf", "policyd-spf",
+       "prepend Pass Fail Softfail SoftFail Neutral None Temperror TempError Permerror PermError",
+       r"^(?:prepend Received-SPF: )?(?P<result>Pass|Fail|Softfail|SoftFail|Neutral|None|"
+       r"Temperror|TempError|Permerror|PermError)(?: \([^)]*\))?;? identity=(?P<identity>\w+); "
+       r"client-ip=(?P<client_ip>[^;\s]+); helo=(?P<helo>[^;]*); "
+       r"envelope-from=(?P<sender>[^;]*); receiver=(?P<recipient>[^;]*?)\s*$"),
+    _k("spf_action", "policyd-spf", "",
+       r"^(?:(?P<action>reject|defer|REJECT|DEFER) )?(?P<code>[45]\d\d) "
+       r"(?P<enhanced_code>\d\.\d{1,3}\.\d{1,3}) (?P<reason>.*)$"),
+    _k("dkim", "opendkim", "",
+       rf"^{QID}: (?P<detail>.*)$"),
+    _k("dmarc", "opendmarc", "",
+       rf"^{QID}: (?P<domain>[^\s:()]+) (?P<result>pass|fail|none|bestguesspass|quarantine|"
+       r"reject|temperror|permerror)$"),
+    _k("dmarc_info", "opendmarc", "", rf"^{QID}: (?P<detail>.*)$"),
+    # Recognised Postfix messages that carry nothing triage models; kept as events so they are
+    # counted, never reported as unparsed.
+    _k("warning", "*", "warning error fatal panic",
+       r"^(?P<action>warning|error|fatal|panic): (?P<detail>.*)$"),
+    _k("postfix_info", "*", "*",
+       r"^(?P<detail>statistics: .*|daemon started .*|reload .*|terminating on signal .*|"
+       r"starting the Postfix mail system|stopping the Postfix mail system|"
+       r"refreshing the Postfix mail system|"
+       r"(?:[0-9A-Za-z]+: )?(?:sender|postmaster) .*notification.*|"
+       r"connect to .*|(?:[0-9A-Za-z]+: )?host .* said: .*|"
+       r"(?:[0-9A-Za-z]+: )?enabling PIPELINING .*|(?:[0-9A-Za-z]+: )?lost connection .*|"
+       r"(?:[0-9A-Za-z]+: )?conversation with .*|(?:[0-9A-Za-z]+: )?Cannot start TLS.*|"
+       r"(?:[0-9A-Za-z]+: )?(?:warning: )?header .*|SSL_accept error .*|"
+       r"(?:[0-9A-Za-z]+: )?replace: .*|(?:[0-9A-Za-z]+: )?(?:skipped|held|released).*|"
+       r"(?:[0-9A-Za-z]+: )?(?:from=<.*|to=<.*))$"),
+)
+
+KIND_NAMES = tuple(k.name for k in KINDS)
+
+# reason_class: the first pattern that matches the reject reason (and its object) wins.
+REASON_CLASSES: tuple[tuple[str, str], ...] = (
+    ("spf", r"(?i)\bSPF\b"),
+    ("rbl", r"(?i)blocked using |listed (?:at|by|in) "),
+    ("relay", r"Relay access denied"),
+    ("unknown_user", r"(?i)User unknown|unknown user|Recipient address rejected: "
+                     r"(?:undeliverable|User unknown)"),
+    ("rdns", r"(?i)cannot find your (?:reverse )?hostname|Client host rejected: cannot find"),
+    ("client", r"Client host rejected"),
+    ("helo", r"Helo command rejected"),
+    ("sender", r"Sender address rejected"),
+    ("recipient", r"Recipient address rejected"),
+    ("dmarc", r"(?i)DMARC"),
+    ("dkim", r"(?i)DKIM"),
+    ("rate", r"(?i)too many|rate limit|Too much mail"),
+    ("greylist", r"(?i)greylist"),
+    ("size", r"(?i)too large|exceeds size"),
+    ("policy", r"(?i)policy|Service (?:currently )?unavailable"),
+    ("content", r"(?i)spam|virus|content|message (?:rejected|content)"),
+    ("data", r"(?i)Data command rejected|Improper use of SMTP command pipelining"),
+)
