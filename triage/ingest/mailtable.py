@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from pathlib import Path
+from typing import overload
 
 import pandas as pd
 
@@ -23,7 +24,7 @@ from triage.ingest.address import (
 from triage.ingest.authres import TrustedAuth, dkim_signature_domains, trusted_results
 from triage.ingest.mailbox import RawMessage, iter_messages
 from triage.ingest.message import MessageRecord, decode_header_value, read_message
-from triage.ingest.received import infer_my_hostnames, parse_received, trusted_hop
+from triage.ingest.received import Received, infer_my_hostnames, parse_received, trusted_hop
 
 __all__ = ["MAIL_COLUMNS", "guess_my_hostnames", "mail_row", "read_mailboxes"]
 
@@ -41,6 +42,7 @@ MAIL_COLUMNS = [
 
 Progress = Callable[[int], None]
 _SAMPLE_FOR_INFERENCE = 500
+_CHUNK = 2000
 
 
 def _first_by(rec: MessageRecord) -> str | None:
@@ -89,13 +91,21 @@ def read_mailboxes(
         paths = [paths]
     mine = list(my_hostnames) if my_hostnames is not None else guess_my_hostnames(
         paths, subfolders=subfolders)
-    rows = []
+    # Rows become typed frames every _CHUNK messages: a list of dicts costs several times
+    # the memory of the same data in columns.
+    frames: list[pd.DataFrame] = []
+    rows: list[dict[str, object]] = []
     for n, raw in enumerate(iter_messages(paths, subfolders=subfolders, skip_keys=skip_keys)):
         rows.append(mail_row(raw, read_message(raw.data, full=full), role, mine,
                              trusted_relays))
+        if len(rows) == _CHUNK:
+            frames.append(mail_frame(rows))
+            rows = []
         if progress is not None and n % 500 == 499:
             progress(n + 1)
-    return mail_frame(rows)
+    if rows or not frames:
+        frames.append(mail_frame(rows))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def mail_frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
@@ -123,7 +133,7 @@ def mail_row(raw: RawMessage, rec: MessageRecord, role: str | None,
              ) -> dict[str, object]:
     """One row of the ``mail`` table for one message."""
     received = rec.positions("received")
-    hops = [parse_received(v) for _, v in received]
+    hops = _LazyHops([v for _, v in received])
     hop = trusted_hop(hops, my_hostnames, trusted_relays)
     auth = (trusted_results(rec.headers, received[hop.index][0], my_hostnames)
             if hop is not None else TrustedAuth())
@@ -172,6 +182,31 @@ def mail_row(raw: RawMessage, rec: MessageRecord, role: str | None,
         "date": _header_date(rec.get("date")),
         "defect_kinds": ",".join(rec.defect_kinds) or None,
     }
+
+
+class _LazyHops(Sequence[Received | None]):
+    """Received headers parsed on first access: the trusted hop is usually among the top
+    three, and spam often carries a dozen forged ones below it."""
+
+    def __init__(self, values: list[str]) -> None:
+        self._values = values
+        self._parsed: dict[int, Received | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @overload
+    def __getitem__(self, i: int) -> Received | None: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Received | None]: ...
+    def __getitem__(self, i: int | slice) -> Received | Sequence[Received | None] | None:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self._values)
+        if i not in self._parsed:
+            self._parsed[i] = parse_received(self._values[i])
+        return self._parsed[i]
 
 
 def _envelope_sender(rec: MessageRecord) -> str | None:

@@ -87,9 +87,9 @@ def _header_defects(data: bytes) -> list[str]:
         end = end2
     head = data if end < 0 else data[:end]
     kinds = []
-    if any(b > 0x7F for b in head):
+    if not head.isascii():
         kinds.append("NonASCIIHeaderBytes")
-    if any(len(line) > _MAX_LINE for line in head.split(b"\n")):
+    if len(head) > _MAX_LINE and max(map(len, head.split(b"\n"))) > _MAX_LINE:
         kinds.append("HeaderLineTooLong")
     if end < 0 and data:
         kinds.append("NoHeaderBodySeparator")

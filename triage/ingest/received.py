@@ -116,18 +116,18 @@ def _mask_angles(text: str) -> str:
     return "".join(chars)
 
 
+_PAREN_RE = re.compile(r"\\.|[()]", re.S)
+
+
 def _comment_spans(masked: str) -> list[tuple[int, int]]:
     """Top-level balanced ``(...)`` spans. Unbalanced parentheses are ordinary characters,
     so a HELO like ``a(b`` cannot swallow the rest of the header."""
     stack: list[int] = []
     pairs: list[tuple[int, int]] = []
-    escaped = False
-    for i, ch in enumerate(masked):
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "(":
+    # Only parentheses matter; an escaped one (\\( or \\)) is text.
+    for m in _PAREN_RE.finditer(masked):
+        ch, i = m.group(), m.start()
+        if ch == "(":
             stack.append(i)
         elif ch == ")" and stack:
             start = stack.pop()
@@ -428,8 +428,10 @@ def trusted_hop(
     relay; the hop where that stops is the trusted one. Headers above the topmost of ours are
     ignored (added after delivery); headers below the trusted hop were written by the sender.
     """
-    start = next((i for i, h in enumerate(hops)
-                  if h is not None and host_matches(h.by, my_hostnames)), None)
+    # Index access only: ``hops`` may parse lazily (see mailtable), and the walk rarely
+    # needs more than the top few headers.
+    start = next((i for i in range(len(hops))
+                  if (h := hops[i]) is not None and host_matches(h.by, my_hostnames)), None)
     if start is None:
         return None
     i = start
