@@ -70,3 +70,29 @@ def test_no_match_on_other_host(mail: pd.DataFrame) -> None:
     out = join_with_log(mail, _messages(host="mx2"))
     assert not bool(out.loc[0, "log_matched"])
     assert out.loc[0, "log_disagreement"] is None
+
+
+LOG = SAMPLE.with_suffix(".log")  # the log lines of forged_provider.eml at mx
+
+
+@pytest.mark.parametrize(("ip", "disagreement"), [("203.0.113.66", None),
+                                                  ("192.0.2.200", "client_ip")])
+def test_cli_with_log(tmp_path: Path, ip: str, disagreement: str | None) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from triage.cli.app import app
+
+    spam = tmp_path / "spam"
+    spam.mkdir()
+    shutil.copy(SAMPLE, spam / "1")
+    log = tmp_path / "mail.log"
+    log.write_text(LOG.read_text().replace("203.0.113.66", ip))
+    # No --my-hostname: the log's host "mx" stands for mx.example.net.
+    res = CliRunner().invoke(app, ["mail", str(spam), "--log", str(log)])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout.splitlines()[0])
+    assert row["log_matched"] is True and row["log_size"] == 1200
+    assert row["client_ip"] == "203.0.113.66"
+    assert row["log_disagreement"] == disagreement

@@ -5,14 +5,17 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import pandas as pd
 import typer
 
+from triage import read_maillog
 from triage.cli.app import ConfigOpt, app
+from triage.cli.output import atomic_path
 from triage.config import load_config
 from triage.errors import InputError
+from triage.ingest.mailjoin import join_with_log
 from triage.ingest.mailtable import read_mailboxes
 
 
@@ -42,6 +45,10 @@ def mail_command(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Write here instead of stdout (required for parquet).",
         show_default=False)] = None,
+    log: Annotated[list[Path] | None, typer.Option(
+        "--log", help="mail.log file(s) to join on (host, queue id); repeatable. The log "
+        "completes the trusted-hop fields and flags disagreements (log_* columns).",
+        show_default=False)] = None,
     config: ConfigOpt = None,
 ) -> None:
     """One row per message with the trusted-hop features (client IP, rDNS, HELO, SPF, DKIM,
@@ -51,9 +58,23 @@ def mail_command(
         if not p.exists():
             raise InputError("no such mail folder or file", file=p)
     names = my_hostname or list(cfg.my_hostnames) or None
+    messages = None
+    if log:
+        messages = read_maillog(log, timezone=cfg.log_timezone).messages
+        if names is None:
+            names = log_hostnames(messages)
     df = read_mailboxes(paths, role=role.value if role else None, my_hostnames=names,
                         trusted_relays=cfg.trusted_relays, subfolders=subfolders)
+    if messages is not None:
+        df = join_with_log(df, messages)
     write_table(df, fmt.value, out)
+
+
+def log_hostnames(messages: pd.DataFrame) -> list[str] | None:
+    """Our host names as the log knows them; syslog often has the short name, so
+    ``mx`` also stands for ``mx.*``."""
+    hosts = sorted({str(h).lower() for h in messages["host"].dropna()})
+    return [p for h in hosts for p in (h, f"{h}.*")] or None
 
 
 def write_table(df: pd.DataFrame, fmt: str, out: Path | None) -> None:
@@ -61,15 +82,18 @@ def write_table(df: pd.DataFrame, fmt: str, out: Path | None) -> None:
     if fmt == "parquet":
         if out is None:
             raise InputError("--format parquet needs --out FILE")
-        df.to_parquet(out, index=False)
+        with atomic_path(out) as tmp:
+            df.to_parquet(tmp, index=False)
         return
-    target = out.open("w", encoding="utf-8") if out else sys.stdout
-    try:
-        if fmt == "csv":
-            df.to_csv(target, index=False)
-        elif len(df):
-            df.to_json(target, orient="records", lines=True, date_format="iso",
-                       force_ascii=False)
-    finally:
-        if out:
-            target.close()
+    if out is None:
+        _write_text(df, fmt, sys.stdout)
+        return
+    with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
+        _write_text(df, fmt, fh)
+
+
+def _write_text(df: pd.DataFrame, fmt: str, target: IO[str]) -> None:
+    if fmt == "csv":
+        df.to_csv(target, index=False)
+    elif len(df):
+        df.to_json(target, orient="records", lines=True, date_format="iso", force_ascii=False)
