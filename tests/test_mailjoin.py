@@ -96,3 +96,10 @@ def test_cli_with_log(tmp_path: Path, ip: str, disagreement: str | None) -> None
     assert row["log_matched"] is True and row["log_size"] == 1200
     assert row["client_ip"] == "203.0.113.66"
     assert row["log_disagreement"] == disagreement
+
+
+def test_sender_domain_case_is_not_a_disagreement(mail: pd.DataFrame) -> None:
+    out = join_with_log(mail, _messages(sender="billing@PAY.Example.COM"))
+    assert out.loc[0, "log_disagreement"] is None
+    out = join_with_log(mail, _messages(sender="other@pay.example.com"))
+    assert out.loc[0, "log_disagreement"] == "envelope_sender"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -46,7 +47,8 @@ def mail_command(
         "--out", "-o", help="Write here instead of stdout (required for parquet).",
         show_default=False)] = None,
     log: Annotated[list[Path] | None, typer.Option(
-        "--log", help="mail.log file(s) to join on (host, queue id); repeatable. The log "
+        "--log", help="mail.log file or quoted glob ('mail.log*') to join on (host, queue id); "
+        "repeatable. The log "
         "completes the trusted-hop fields and flags disagreements (log_* columns).",
         show_default=False)] = None,
     config: ConfigOpt = None,
@@ -60,7 +62,7 @@ def mail_command(
     names = my_hostname or list(cfg.my_hostnames) or None
     messages = None
     if log:
-        messages = read_maillog(log, timezone=cfg.log_timezone).messages
+        messages = read_maillog(_expand(log), timezone=cfg.log_timezone).messages
         if names is None:
             names = log_hostnames(messages)
     df = read_mailboxes(paths, role=role.value if role else None, my_hostnames=names,
@@ -68,6 +70,19 @@ def mail_command(
     if messages is not None:
         df = join_with_log(df, messages)
     write_table(df, fmt.value, out)
+
+
+def _expand(patterns: list[Path]) -> list[Path]:
+    """Expand globs (as in the config's ``logs``); a name without matches is kept so the
+    reader reports it as missing."""
+    out: list[Path] = []
+    for p in patterns:
+        matches = sorted(glob.glob(str(p))) if glob.has_magic(str(p)) else []
+        if matches:
+            out.extend(Path(m) for m in matches)
+        else:
+            out.append(p)
+    return out
 
 
 def log_hostnames(messages: pd.DataFrame) -> list[str] | None:

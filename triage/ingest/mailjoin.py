@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from triage.ingest.address import normalise_address
+
 __all__ = ["join_with_log"]
 
 # mail column -> messages column
@@ -42,6 +44,9 @@ def _norm(value: object, column: str) -> object:
         return text.lower()
     if column == "message_id":
         return text.strip("<>")
+    if column == "envelope_sender":
+        # The log keeps the sender's spelling; the header side is normalised.
+        return normalise_address(f"<{text.strip('<>')}>")
     return text
 
 
