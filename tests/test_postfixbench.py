@@ -193,3 +193,19 @@ def _netns_of(pid: str) -> str | None:
         return os.readlink(f"/proc/{pid}/ns/net")
     except OSError:
         return None
+
+
+def test_bench_log_parses_without_unparsed_postfix_lines(postfix_bench: Bench,
+                                                         tmp_path: Path) -> None:
+    import triage
+
+    path, _ = _corpus_file(tmp_path, "for the parser")
+    msg = load_message(path)
+    assert msg is not None
+    res = replay(postfix_bench, msg, ["alice@example.org"])
+    replay(postfix_bench, _message("a@example.com", _hop("192.0.2.66")), ["alice@example.org"])
+    postfix_bench.wait_for_log(rf"postfix/qmgr\[\d+\]: {res.queue_id}: removed")
+    parsed = triage.read_maillog([postfix_bench.paths.maillog])
+    assert len(parsed.rejects) >= 1 and len(parsed.deliveries) >= 1
+    unparsed = parsed.unparsed[parsed.unparsed["line"].str.contains(r" postfix/[\w/-]+\[")]
+    assert unparsed.empty, unparsed["line"].tolist()

@@ -157,7 +157,9 @@ def main(root: str) -> int:
         (paths.run / "failed.txt").write_text(f"{exc}\n")
         stop_daemons(paths, pids)
         return 1
-    (paths.run / "ready.json").write_text(json.dumps(pids))
+    # Written then renamed: the host polls for the file and must never read it half-written.
+    (paths.run / "ready.tmp").write_text(json.dumps(pids))
+    (paths.run / "ready.tmp").rename(paths.run / "ready.json")
 
     def watch_stdin() -> None:
         sys.stdin.buffer.read()  # returns at EOF: the host closed the pipe or died
