@@ -9,8 +9,6 @@ import re
 from datetime import date
 from pathlib import Path
 
-import pytest
-
 from triage.config import load_config
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -87,8 +85,6 @@ def test_maildirs_hold_enough_ham_and_spam_with_our_headers() -> None:
 
 
 # strict: the marker must go once the reader knows the shutdown line.
-@pytest.mark.xfail(strict=True, reason="read_maillog leaves postfix/postfix-script \"waiting for "
-                   "the Postfix mail system to terminate\" (written at stop) unparsed")
 def test_samples_parse_without_unparsed_postfix_lines() -> None:
     import triage
 

@@ -216,8 +216,9 @@ KINDS: tuple[LineKind, ...] = (
        r"^(?P<action>warning|error|fatal|panic): (?P<detail>.*)$"),
     _k("postfix_info", "*", "*",
        r"^(?P<detail>statistics: .*|daemon started .*|reload .*|terminating on signal .*|"
-       r"starting the Postfix mail system|stopping the Postfix mail system|"
-       r"refreshing the Postfix mail system|"
+       r"(?:starting|stopping|refreshing) the Postfix mail system|"
+       r"waiting for the Postfix mail system to terminate|"
+       r"the Postfix mail system is (?:running|not running): .*|"
        r"(?:[0-9A-Za-z]+: )?(?:sender|postmaster) .*notification.*|"
        r"connect to .*|(?:[0-9A-Za-z]+: )?host .* said: .*|"
        r"(?:[0-9A-Za-z]+: )?enabling PIPELINING .*|(?:[0-9A-Za-z]+: )?lost connection .*|"
