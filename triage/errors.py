@@ -28,3 +28,11 @@ class ConfigError(TriageError):
 
 class InputError(TriageError):
     """An input (log file, mail folder) cannot be read at all."""
+
+
+class RuleError(TriageError):
+    """A rule, a rule file or a map line is not acceptable (bad key, bad syntax, duplicate)."""
+
+
+class InstallError(TriageError):
+    """Postfix refused the maps (postmap or reload failed); the previous maps are kept."""

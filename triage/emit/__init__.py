@@ -1,0 +1,1 @@
+"""Postfix maps from the rulebook: map text and matching (postfix), installing (install)."""

@@ -1,0 +1,367 @@
+"""Postfix map text from rules, and the one matcher that answers as Postfix would.
+
+Rendering (every attacker-derived string is validated or escaped for its table type):
+
+    >>> from triage.model import Rule, RuleKind, RuleState
+    >>> render_line(Rule("R0042", RuleKind.CLIENT_CIDR, "192.0.2.0/24", state=RuleState.ACTIVE))
+    '192.0.2.0/24 REJECT 5.7.1 blocked by rule R0042'
+    >>> helo = Rule("R0043", RuleKind.HELO, pcre_literal("a b/c"), state=RuleState.TRIAL)
+    >>> print(render_line(helo))
+    /^a\\x20b\\/c$/ WARN trial rule R0043
+
+Matching, for the backtest and for checks of emitted files (semantics in ``triage.emit.tables``):
+
+    maps = MapSet.from_rules(rules)        # or MapSet.from_dir(Path("/etc/postfix/triage"))
+    v = maps.check(client_ip="192.0.2.7", client_name="unknown", helo="x", sender="a@b.example")
+    v.refused, v.rule_id, v.warnings       # True, "R0042", ()
+
+``MapSet.check`` walks the restrictions in the order the main.cf snippet wires them
+(``snippet()``): check_client_access on the cidr map then the client-name pcre map (each looked
+up with the client name, then the client address, as Postfix does for non-fixed tables),
+check_helo_access, check_sender_access (user@domain, domain, parent domains, user@; the Debian
+default parent_domain_matches_subdomains includes smtpd_access_maps), then header_checks on
+each header line. The first REJECT ends the check; a WARN is recorded and the walk goes on.
+``matches(rule_or_lines, key)`` is the single-table form: the value Postfix would return.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from triage.config import DEFAULT_RULE_ID_PATTERN
+from triage.emit.tables import Table, parse_table, read_table
+from triage.errors import RuleError
+from triage.model import Action, Rule, RuleKind, RuleState, TableType, Verb
+
+__all__ = [
+    "MapSet", "Verdict", "matches", "pcre_literal", "render_action", "render_line",
+    "render_map", "snippet", "validate_key",
+]
+
+_DOMAIN_RE = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+"
+                        r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+_HEADER_KEY_RE = re.compile(r"\^[A-Za-z0-9][A-Za-z0-9-]*:")
+_ACTION_TEXT_RE = re.compile(r"[A-Za-z0-9 ,.;:()'_-]{1,200}\Z")
+_STATUS_RE = re.compile(r"5\.\d{1,3}\.\d{1,3}\Z")
+# Regex constructs whose meaning differs between Python's re and PCRE2 (or that Postfix
+# reads differently): refused, so the matcher and Postfix cannot disagree on a rule we write.
+_PCRE_UNSAFE = re.compile(r"\\[zZGKRXhHvVNpPQEgkoc]|\\x(?![0-9a-fA-F]{2})|\\[0-9]{2}|\[:|\{,"
+                          r"|\(\?[^:=!<]|\(\?<[^=!]")
+
+
+def pcre_literal(text: str, anchored: bool = True) -> str:
+    """A regex matching ``text`` literally (whole key when anchored). Everything but letters,
+    digits, ``-`` and ``_`` becomes an escape, so the pattern has no white space, no
+    delimiter and no control character, whatever ``text`` holds. Non-ASCII text is escaped
+    byte by byte (Postfix's PCRE sees UTF-8 bytes)."""
+    out = []
+    for b in text.encode("utf-8", "surrogateescape"):
+        c = chr(b)
+        if c.isascii() and (c.isalnum() or c in "-_"):
+            out.append(c)
+        elif 0x21 <= b < 0x7F:
+            out.append("\\" + c)
+        else:
+            out.append(f"\\x{b:02x}")
+    body = "".join(out)
+    return f"^{body}$" if anchored else body
+
+
+def validate_key(kind: RuleKind, key: str) -> str:
+    """Return the normalised key for ``kind``, or raise RuleError.
+
+    - client_cidr: an IPv4/IPv6 address or network; host bits are cleared ("192.0.2.9/24" ->
+      "192.0.2.0/24"), a bare address gets /32 or /128; no zone id, no IPv4-mapped networks.
+    - client_name, helo, header: a regex in the subset where Python's re and PCRE agree:
+      printable ASCII only (use \\xHH escapes), compiles, none of the constructs in
+      ``_PCRE_UNSAFE``; a header key starts with ``^Name:``.
+    - sender_domain: a lower-case DNS name of LDH labels with at least one dot.
+    """
+    if not isinstance(key, str) or not key:
+        raise RuleError(f"empty {kind} key")
+    if kind is RuleKind.CLIENT_CIDR:
+        return _validate_cidr(key)
+    if kind is RuleKind.SENDER_DOMAIN:
+        dom = key.lower().rstrip(".")
+        if not _DOMAIN_RE.match(dom):
+            raise RuleError(f"not a domain name: {key!r}")
+        return dom
+    if any(not (0x20 < ord(c) < 0x7F) for c in key):
+        raise RuleError(f"{kind} regex has white space, control or non-ASCII characters "
+                        f"(write them as \\xHH): {key!r}")
+    if _PCRE_UNSAFE.search(key):
+        raise RuleError(f"{kind} regex uses a construct outside the supported subset: {key!r}")
+    if key.endswith("\\") and not key.endswith("\\\\"):
+        raise RuleError(f"{kind} regex ends with a lone backslash: {key!r}")
+    if kind is RuleKind.HEADER and not _HEADER_KEY_RE.match(key):
+        raise RuleError(f"header regex must start with ^Header-Name: ({key!r})")
+    try:
+        re.compile(key, re.ASCII)
+    except re.error as exc:
+        raise RuleError(f"bad {kind} regex {key!r}: {exc}") from exc
+    return key
+
+
+def _validate_cidr(key: str) -> str:
+    if any(c not in "0123456789abcdefABCDEF:./" for c in key):
+        raise RuleError(f"not an address or network: {key!r}")
+    try:
+        net = ipaddress.ip_network(key, strict=False)
+    except ValueError as exc:
+        raise RuleError(f"not an address or network: {key!r}") from exc
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(
+            ipaddress.IPv6Network("::ffff:0:0/96")):
+        raise RuleError(f"IPv4-mapped network never matches an IPv4 client: {key!r}")
+    return net.with_prefixlen
+
+
+def _escape_delimiter(regex: str) -> str:
+    """Put a backslash before every ``/`` not already escaped (Postfix ends the regex at the
+    first unescaped delimiter, even inside a character class)."""
+    out, i = [], 0
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\" and i + 1 < len(regex):
+            out.append(regex[i:i + 2])
+            i += 2
+            continue
+        out.append("\\/" if c == "/" else c)
+        i += 1
+    return "".join(out)
+
+
+def render_action(action: Action, rid: str) -> str:
+    """``REJECT 5.7.1 blocked by rule R0042`` or ``WARN trial rule R0042``."""
+    if action.verb is Verb.WARN:
+        return f"WARN trial rule {rid}"
+    if not _STATUS_RE.match(action.status):
+        raise RuleError(f"{rid}: enhanced status must look like 5.7.1, not {action.status!r}")
+    if not _ACTION_TEXT_RE.match(action.text):
+        # no '$' (pcre substitution), no newline, nothing Postfix could read as a second verb
+        raise RuleError(f"{rid}: reject text must be plain printable text: {action.text!r}")
+    return f"REJECT {action.status} {action.text} by rule {rid}"
+
+
+def render_line(rule: Rule, table: TableType | None = None) -> str:
+    """The map line for ``rule`` (its effective action: WARN while on trial)."""
+    table = TableType(table or rule.kind.table)
+    if table not in rule.kind.tables:
+        raise RuleError(f"{rule.id}: a {rule.kind} rule cannot go in a {table} table")
+    key = validate_key(rule.kind, rule.key)
+    action = render_action(rule.effective_action(), rule.id)
+    if table is TableType.PCRE:
+        return f"/{_escape_delimiter(key)}/ {action}"
+    return f"{key} {action}"
+
+
+def _order(rule: Rule) -> tuple[object, ...]:
+    if rule.kind is RuleKind.CLIENT_CIDR:
+        # First match wins in a cidr table: the narrowest network first, so a narrower rule
+        # (e.g. a REJECT /32 inside a WARN /24) is the one that speaks for its addresses.
+        net = ipaddress.ip_network(validate_key(rule.kind, rule.key))
+        return (net.version, -net.prefixlen, int(net.network_address), rule.id)
+    if rule.kind is RuleKind.SENDER_DOMAIN:
+        return (validate_key(rule.kind, rule.key), rule.id)
+    return (rule.id,)
+
+
+def render_map(kind: RuleKind, rules: Iterable[Rule], table: TableType | None = None) -> str:
+    """The whole map file for ``kind``: a header comment, then one line per emitted rule
+    (trial and active) in a stable order. Two rules with the same key are an error."""
+    table = TableType(table or kind.table)
+    chosen = sorted((r for r in rules if r.kind is kind and r.state.emitted), key=_order)
+    seen: dict[str, str] = {}
+    for r in chosen:
+        k = validate_key(kind, r.key)
+        if k in seen:
+            raise RuleError(f"{r.id} and {seen[k]} have the same {kind} key {k!r}")
+        seen[k] = r.id
+    head = [f"# triage {kind} map for {kind.hook} ({table}); generated by `triage emit`,",
+            "# edit the rulebook, not this file.",
+            f"# {len(chosen)} rule(s)."]
+    return "\n".join(head + [render_line(r, table) for r in chosen]) + "\n"
+
+
+def snippet(maps_dir: str | Path, sender_table: TableType = TableType.HASH) -> str:
+    """The main.cf lines that wire the maps in, after the permits for our own clients."""
+    d = str(maps_dir).rstrip("/")
+    permits = "permit_mynetworks, permit_sasl_authenticated"
+    st = TableType(sender_table)
+    return "\n".join([
+        "# triage: blacklist maps (authenticated and local clients are never checked)",
+        f"smtpd_client_restrictions = {permits},",
+        f"    check_client_access cidr:{d}/{RuleKind.CLIENT_CIDR.map_name},",
+        f"    check_client_access pcre:{d}/{RuleKind.CLIENT_NAME.map_name}",
+        f"smtpd_helo_restrictions = {permits},",
+        f"    check_helo_access pcre:{d}/{RuleKind.HELO.map_name}",
+        f"smtpd_sender_restrictions = {permits},",
+        f"    check_sender_access {st}:{d}/{RuleKind.SENDER_DOMAIN.map_name}",
+        f"header_checks = pcre:{d}/{RuleKind.HEADER.map_name}",
+        "",
+    ])
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One table answering one lookup: which restriction, which key, the value and rule id."""
+
+    kind: RuleKind
+    hook: str
+    key: str
+    value: str
+    rule_id: str | None
+
+    @property
+    def verb(self) -> str:
+        return self.value.split(None, 1)[0].upper() if self.value.strip() else ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of ``MapSet.check``: refused by ``reject`` (None when accepted) and the
+    WARN hits logged on the way."""
+
+    reject: Hit | None
+    warnings: tuple[Hit, ...] = ()
+
+    @property
+    def refused(self) -> bool:
+        return self.reject is not None
+
+    @property
+    def rule_id(self) -> str | None:
+        return self.reject.rule_id if self.reject else None
+
+
+def sender_lookup_keys(sender: str, null_key: str = "<>") -> list[str]:
+    """check_sender_access lookup order for a hash table (Postfix 3.7, Debian defaults):
+    user@domain, domain, each parent domain (``mail.example.com`` then ``example.com`` then
+    ``com``), then ``user@``. The null sender is looked up as ``<>``."""
+    if not sender:
+        return [null_key]
+    local, at, domain = sender.rpartition("@")
+    if not at:
+        return [sender]
+    keys = [sender]
+    name = domain
+    while name:
+        keys.append(name)
+        dot = name.find(".", 1)
+        if dot < 0:
+            break
+        name = name[dot + 1:]
+    keys.append(local + "@")
+    return keys
+
+
+_CHECK_ORDER = (RuleKind.CLIENT_CIDR, RuleKind.CLIENT_NAME, RuleKind.HELO,
+                RuleKind.SENDER_DOMAIN, RuleKind.HEADER)
+
+
+class MapSet:
+    """All emitted maps, answering whether a session or message would be refused, and by
+    which rule. Build it from rules (``from_rules``) or from map files (``from_dir``)."""
+
+    def __init__(self, tables: Mapping[RuleKind, Table],
+                 rule_id_pattern: str = DEFAULT_RULE_ID_PATTERN) -> None:
+        self.tables = dict(tables)
+        self._rid = re.compile(rule_id_pattern)
+
+    @classmethod
+    def from_rules(cls, rules: Iterable[Rule], sender_table: TableType = TableType.HASH) -> MapSet:
+        """The maps ``render_map`` would write for ``rules`` (trial and active ones)."""
+        rules = list(rules)
+        tables = {}
+        for kind in RuleKind:
+            table = sender_table if kind is RuleKind.SENDER_DOMAIN else kind.table
+            tables[kind] = parse_table(render_map(kind, rules, table), table, kind.map_name)
+        return cls(tables)
+
+    @classmethod
+    def from_dir(cls, directory: Path, sender_table: TableType = TableType.HASH) -> MapSet:
+        """Read the map sources in ``directory`` (missing files count as empty maps)."""
+        tables = {}
+        for kind in RuleKind:
+            table = sender_table if kind is RuleKind.SENDER_DOMAIN else kind.table
+            path = directory / kind.map_name
+            tables[kind] = read_table(path, table) if path.exists() else parse_table("", table)
+        return cls(tables)
+
+    def _hit(self, kind: RuleKind, key: str, value: str) -> Hit:
+        m = self._rid.search(value)
+        return Hit(kind, kind.hook, key, value, m.group(1) if m else None)
+
+    def lookup(self, kind: RuleKind, keys: Sequence[str]) -> Hit | None:
+        """The first of ``keys`` found in ``kind``'s table (Postfix stops at the first key
+        found, whatever its value)."""
+        table = self.tables.get(kind)
+        if table is None:
+            return None
+        for key in keys:
+            value = table.lookup(key)
+            if value is not None:
+                return self._hit(kind, key, value)
+        return None
+
+    def check(self, client_ip: str | None = None, client_name: str | None = None,
+              helo: str | None = None, sender: str | None = None,
+              headers: Iterable[str] | None = None) -> Verdict:
+        """Would Postfix refuse this session/message, and by which rule? ``headers`` are
+        whole header lines (``"Subject: hello"``, folded lines keep their newline). A value
+        of None skips that restriction (e.g. no headers for a session refused before DATA)."""
+        warnings: list[Hit] = []
+        for kind in _CHECK_ORDER:
+            if kind in (RuleKind.CLIENT_CIDR, RuleKind.CLIENT_NAME):
+                # Postfix looks up the name ("unknown" without rDNS) and then the address.
+                name = client_name or ("unknown" if client_ip else None)
+                keys = [k for k in (name, client_ip) if k]
+                hits = [self.lookup(kind, keys)]
+            elif kind is RuleKind.HELO:
+                hits = [self.lookup(kind, [helo])] if helo is not None else []
+            elif kind is RuleKind.SENDER_DOMAIN:
+                hits = [self.lookup(kind, sender_lookup_keys(sender))] if sender is not None \
+                    else []
+            else:
+                hits = [self.lookup(kind, [h]) for h in headers or ()]
+            for hit in hits:
+                if hit is None:
+                    continue
+                if hit.verb == "WARN":
+                    warnings.append(hit)
+                elif hit.verb == "REJECT" or hit.verb[:1] in ("4", "5"):
+                    return Verdict(hit, tuple(warnings))
+        return Verdict(None, tuple(warnings))
+
+
+def matches(rule_or_lines: Rule | Iterable[Rule] | str | Iterable[str], key: str,
+            table: TableType | str | None = None) -> str | None:
+    """The value Postfix would return for ``key``: from one rule, several rules of one kind,
+    or map text/lines of type ``table``. For a sender_domain rule this is the exact lookup
+    (as ``postmap -q``); use ``MapSet.check(sender=...)`` for the full access(5) order."""
+    if isinstance(rule_or_lines, Rule):
+        rule_or_lines = [rule_or_lines]
+    if isinstance(rule_or_lines, str):
+        if table is None:
+            raise ValueError("map text needs its table type")
+        return parse_table(rule_or_lines, table).lookup(key)
+    items = list(rule_or_lines)
+    if items and all(isinstance(r, Rule) for r in items):
+        rules = [r for r in items if isinstance(r, Rule)]
+        kind = rules[0].kind
+        ttype = TableType(table or kind.table)
+        # a proposal (or a rejected rule) is matched as if it were active
+        live = [r if r.state.emitted else _as_active(r) for r in rules]
+        return parse_table(render_map(kind, live, ttype), ttype).lookup(key)
+    if table is None:
+        raise ValueError("map lines need their table type")
+    return parse_table([str(x) for x in items], table).lookup(key)
+
+
+def _as_active(rule: Rule) -> Rule:
+    from dataclasses import replace
+
+    return replace(rule, state=RuleState.ACTIVE)

@@ -1,0 +1,257 @@
+"""Postfix lookup tables read back from their text, answering lookups as Postfix does.
+
+One ``Table`` per map file. ``Table.lookup(key)`` returns what ``postmap -q key type:file``
+prints (the value) or None, for the subset of each format that triage writes and a bit more:
+
+- cidr (cidr_table(5)): ``network/len value`` or ``address value``; FIRST match in file order,
+  not the longest prefix. The lookup key must be a literal IPv4 or IPv6 address as inet_pton
+  reads it (no leading zeros, no zone id); IPv4 keys never match IPv6 patterns and the other
+  way round (``::ffff:192.0.2.1`` is an IPv6 key). A pattern with host bits set is skipped,
+  as Postfix skips it with a warning.
+- pcre (pcre_table(5)): ``/regex/flags value``; first match in file order; case-insensitive
+  unless the ``i`` flag toggles it off; the regex ends at the first delimiter not preceded by a
+  backslash. Postfix runs PCRE on bytes, so non-ASCII keys are matched byte by byte and
+  only ASCII letters fold case.
+- hash, texthash: exact match of the whole key after case folding (postmap folds keys on
+  create and on query); the first of duplicate keys wins.
+
+Common lexical rules (as Postfix's readlline): a line whose first non-blank character is ``#``
+is a comment, blank lines are skipped, and a line starting with white space continues the
+previous one. ``if``/``endif`` blocks and ``!`` negation are not supported: triage never writes
+them, and reading them here raises RuleError instead of guessing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from triage.errors import RuleError
+from triage.model import TableType
+
+_PCRE_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+_WS = " \t\r\n\v\f"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One effective line of a map: where it came from, its pattern text and its value."""
+
+    line: int
+    pattern: str
+    value: str
+
+
+def logical_lines(text: str) -> list[tuple[int, str]]:
+    """Join continuation lines and drop comments and blank lines, like Postfix's readlline."""
+    out: list[tuple[int, str]] = []
+    for no, raw in enumerate(text.split("\n"), 1):
+        line = raw.rstrip(_WS)
+        stripped = line.lstrip(_WS)
+        if not stripped or stripped.startswith("#"):
+            continue
+        if line[0] in _WS and out:
+            # Postfix keeps the continuation's leading white space when it joins the lines.
+            out[-1] = (out[-1][0], out[-1][1] + line)
+            continue
+        out.append((no, stripped))
+    return out
+
+
+def parse_ip(key: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``key`` as inet_pton would read it, or None (then a cidr table misses)."""
+    if not key or any(c not in "0123456789abcdefABCDEF:." for c in key):
+        return None  # excludes zone ids, whitespace, brackets and non-ASCII digits
+    try:
+        if ":" in key:
+            return ipaddress.IPv6Address(key)
+        return ipaddress.IPv4Address(key)
+    except ValueError:
+        return None
+
+
+def to_bytes_text(key: str) -> str:
+    """The key as Postfix sees it (UTF-8 bytes), one str character per byte."""
+    return key.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def fold(key: str) -> str:
+    """Case folding of hash keys: ASCII lower-casing, Unicode full case folding otherwise."""
+    return key.lower() if key.isascii() else key.casefold()
+
+
+class Table:
+    """A parsed map: ``lookup(key)`` gives the value Postfix would return, or None."""
+
+    type: TableType
+
+    def __init__(self, entries: list[Entry], source: str = "<map>") -> None:
+        self.entries = entries
+        self.source = source
+
+    def lookup(self, key: str) -> str | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def lookup_entry(self, key: str) -> Entry | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class CidrTable(Table):
+    type = TableType.CIDR
+
+    def __init__(self, entries: list[Entry], source: str = "<map>") -> None:
+        super().__init__(entries, source)
+        self._nets: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Entry]] = []
+        for e in entries:
+            net = parse_cidr_pattern(e.pattern, f"{source}:{e.line}")
+            if net is not None:
+                self._nets.append((net, e))
+
+    def lookup_entry(self, key: str) -> Entry | None:
+        addr = parse_ip(key)
+        if addr is None:
+            return None
+        for net, entry in self._nets:
+            if net.version == addr.version and addr in net:
+                return entry
+        return None
+
+    def lookup(self, key: str) -> str | None:
+        e = self.lookup_entry(key)
+        return e.value if e else None
+
+
+def parse_cidr_pattern(pattern: str, where: str = "") -> (
+        ipaddress.IPv4Network | ipaddress.IPv6Network | None):
+    """A cidr table pattern as a network; None when Postfix would skip it (host bits set)."""
+    if pattern.startswith(("!", "if", "endif")):
+        raise RuleError(f"unsupported cidr syntax in {where}: {pattern!r}")
+    addr_text, _, bits = pattern.partition("/")
+    if addr_text.startswith("[") and addr_text.endswith("]"):
+        addr_text = addr_text[1:-1]
+    addr = parse_ip(addr_text)
+    if addr is None or (bits and not bits.isdigit()):
+        raise RuleError(f"bad cidr pattern in {where}: {pattern!r}")
+    length = int(bits) if bits else addr.max_prefixlen
+    try:
+        return ipaddress.ip_network(f"{addr}/{length}", strict=True)
+    except ValueError as exc:
+        if "host bits" in str(exc):
+            return None
+        raise RuleError(f"bad cidr pattern in {where}: {pattern!r}") from exc
+
+
+def split_pcre(line: str, where: str = "") -> tuple[str, str, str, str]:
+    """``/regex/flags value`` -> (regex, flags, value, "/regex/flags"), with Postfix's
+    delimiter scan (a backslash protects the next character, the delimiter included)."""
+    if line.startswith("!") or re.match(r"(?i)(if|endif)\b", line):
+        raise RuleError(f"unsupported pcre syntax in {where}: {line[:40]!r}")
+    delim, i = line[0], 1
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+            continue
+        if line[i] == delim:
+            break
+        i += 1
+    if i >= len(line):
+        raise RuleError(f"no closing regexp delimiter {delim!r} in {where}")
+    regex, rest = line[1:i], line[i + 1:]
+    j = 0
+    while j < len(rest) and rest[j] not in _WS:
+        j += 1
+    flags, value = rest[:j], rest[j:].strip(_WS)
+    if not value:
+        raise RuleError(f"no action after the regexp in {where}")
+    return regex, flags, value, line[: i + 1 + j]
+
+
+def compile_pcre(regex: str, flags: str = "", where: str = "") -> re.Pattern[str]:
+    """Compile a Postfix pcre pattern for ``Python re`` with the same meaning on byte keys."""
+    opts = re.IGNORECASE
+    for f in flags:
+        if f not in _PCRE_FLAGS:
+            raise RuleError(f"unsupported regexp flag {f!r} in {where}")
+        opts ^= _PCRE_FLAGS[f]
+    try:
+        # ASCII: PCRE in Postfix runs without UTF mode, so classes and case are ASCII only.
+        return re.compile(regex, opts | re.ASCII)
+    except re.error as exc:
+        raise RuleError(f"bad regexp in {where}: {exc}") from exc
+
+
+class PcreTable(Table):
+    type = TableType.PCRE
+
+    def __init__(self, entries: list[Entry], source: str = "<map>") -> None:
+        super().__init__(entries, source)
+        self._res: list[tuple[re.Pattern[str], Entry]] = []
+        for e in entries:
+            regex, flags, _, _ = split_pcre(e.pattern + " x", f"{source}:{e.line}")
+            self._res.append((compile_pcre(regex, flags, f"{source}:{e.line}"), e))
+
+    def lookup_entry(self, key: str) -> Entry | None:
+        k = to_bytes_text(key)
+        for rx, entry in self._res:
+            if rx.search(k):
+                return entry
+        return None
+
+    def lookup(self, key: str) -> str | None:
+        e = self.lookup_entry(key)
+        return e.value if e else None
+
+
+class HashTable(Table):
+    type = TableType.HASH
+
+    def __init__(self, entries: list[Entry], source: str = "<map>") -> None:
+        super().__init__(entries, source)
+        self._keys: dict[str, Entry] = {}
+        for e in entries:
+            self._keys.setdefault(fold(e.pattern), e)  # postmap keeps the first duplicate
+
+    def lookup_entry(self, key: str) -> Entry | None:
+        return self._keys.get(fold(key))
+
+    def lookup(self, key: str) -> str | None:
+        e = self.lookup_entry(key)
+        return e.value if e else None
+
+
+class TexthashTable(HashTable):
+    type = TableType.TEXTHASH
+
+
+_CLASSES: dict[TableType, type[Table]] = {
+    TableType.CIDR: CidrTable, TableType.PCRE: PcreTable,
+    TableType.HASH: HashTable, TableType.TEXTHASH: TexthashTable,
+}
+
+
+def parse_table(text: str | Iterable[str], table: TableType | str,
+                source: str = "<map>") -> Table:
+    """Read map text (or its lines) of the given table type into a ``Table``."""
+    ttype = TableType(table)
+    if not isinstance(text, str):
+        text = "\n".join(text)
+    entries: list[Entry] = []
+    for no, line in logical_lines(text):
+        if ttype is TableType.PCRE:
+            _, _, value, head = split_pcre(line, f"{source}:{no}")
+            entries.append(Entry(no, head, value))
+            continue
+        parts = line.split(None, 1)
+        if len(parts) < 2:
+            raise RuleError(f"no value after the key in {source}:{no}")
+        entries.append(Entry(no, parts[0], parts[1].strip(_WS)))
+    return _CLASSES[ttype](entries, source)
+
+
+def read_table(path: Path, table: TableType | str) -> Table:
+    """Read a map file (the text source, not a .db)."""
+    return parse_table(path.read_text(encoding="utf-8", errors="surrogateescape"), table,
+                       str(path))
