@@ -16,9 +16,13 @@ import triage
 from triage.ingest.logtables import collect_tables
 from triage.ingest.maillog import ReadOptions
 
-REFERENCE = Path(os.environ.get("TRIAGE_REFERENCE",
-                                Path(__file__).resolve().parents[2] / "shared" / "reference"))
-GENERATOR = REFERENCE / "gen_maillog.py"
+# The reference generator lives beside the repository (../shared/reference) on the machines this
+# project is developed and tested on; TRIAGE_REFERENCE points elsewhere.
+_REFERENCE_DIRS = [Path(p) for p in (os.environ.get("TRIAGE_REFERENCE"),
+                                     Path(__file__).resolve().parents[2] / "shared" / "reference",
+                                     "/work/shared/reference") if p]
+GENERATOR = next((d / "gen_maillog.py" for d in _REFERENCE_DIRS
+                  if (d / "gen_maillog.py").is_file()), _REFERENCE_DIRS[0] / "gen_maillog.py")
 
 # A small log: content-filter hop, NOQUEUE reject, SPF and milter results, a reused queue id
 # refused by header_checks, and a session still open at the end.

@@ -1,0 +1,5 @@
+"""`python -m triage.cli` runs the command line (same as the `triage` script)."""
+
+from triage.cli.app import main
+
+main()
