@@ -48,9 +48,28 @@ _HEADER_KEY_RE = re.compile(r"\^[A-Za-z0-9][A-Za-z0-9-]*:")
 _ACTION_TEXT_RE = re.compile(r"[A-Za-z0-9 ,.;:()'_-]{1,200}\Z")
 _STATUS_RE = re.compile(r"5\.\d{1,3}\.\d{1,3}\Z")
 # Regex constructs whose meaning differs between Python's re and PCRE2 (or that Postfix
-# reads differently): refused, so the matcher and Postfix cannot disagree on a rule we write.
-_PCRE_UNSAFE = re.compile(r"\\[zZGKRXhHvVNpPQEgkoc]|\\x(?![0-9a-fA-F]{2})|\\[0-9]{2}|\[:|\{,"
-                          r"|\(\?[^:=!<]|\(\?<[^=!]")
+# reads differently) are refused, so the matcher and Postfix cannot disagree on a rule we write.
+_UNSAFE_ESCAPES = set("zZGKRXhHvVNpPQEgkocxu") | set("0123456789")
+_UNSAFE_PLAIN = re.compile(r"\[:|\{,|\(\?[^:=!<]|\(\?<[^=!]")
+
+
+def _unsafe_construct(regex: str) -> str | None:
+    """The first construct of ``regex`` outside the subset Python and PCRE read alike."""
+    plain, i = [], 0
+    while i < len(regex):
+        if regex[i] == "\\" and i + 1 < len(regex):
+            esc = regex[i + 1]
+            ok_hex = esc == "x" and re.match(r"[0-9a-fA-F]{2}", regex[i + 2:i + 4])
+            ok_digit = esc in "123456789" and not regex[i + 2:i + 3].isdigit()  # backreference
+            if esc in _UNSAFE_ESCAPES and not ok_hex and not ok_digit:
+                return regex[i:i + 2]
+            plain.append("__")  # keeps positions, hides the escaped character
+            i += 2
+            continue
+        plain.append(regex[i])
+        i += 1
+    m = _UNSAFE_PLAIN.search("".join(plain))
+    return m.group(0) if m else None
 
 
 def pcre_literal(text: str, anchored: bool = True) -> str:
@@ -78,7 +97,7 @@ def validate_key(kind: RuleKind, key: str) -> str:
       "192.0.2.0/24"), a bare address gets /32 or /128; no zone id, no IPv4-mapped networks.
     - client_name, helo, header: a regex in the subset where Python's re and PCRE agree:
       printable ASCII only (use \\xHH escapes), compiles, none of the constructs in
-      ``_PCRE_UNSAFE``; a header key starts with ``^Name:``.
+      ``_unsafe_construct``; a header key starts with ``^Name:``.
     - sender_domain: a lower-case DNS name of LDH labels with at least one dot.
     """
     if not isinstance(key, str) or not key:
@@ -93,8 +112,9 @@ def validate_key(kind: RuleKind, key: str) -> str:
     if any(not (0x20 < ord(c) < 0x7F) for c in key):
         raise RuleError(f"{kind} regex has white space, control or non-ASCII characters "
                         f"(write them as \\xHH): {key!r}")
-    if _PCRE_UNSAFE.search(key):
-        raise RuleError(f"{kind} regex uses a construct outside the supported subset: {key!r}")
+    bad = _unsafe_construct(key)
+    if bad:
+        raise RuleError(f"{kind} regex uses {bad!r}, outside the supported subset: {key!r}")
     if key.endswith("\\") and not key.endswith("\\\\"):
         raise RuleError(f"{kind} regex ends with a lone backslash: {key!r}")
     if kind is RuleKind.HEADER and not _HEADER_KEY_RE.match(key):

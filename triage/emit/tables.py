@@ -73,9 +73,15 @@ def parse_ip(key: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def c_string(key: str) -> str:
+    """The key as C code sees it: it ends at the first NUL."""
+    nul = key.find("\0")
+    return key if nul < 0 else key[:nul]
+
+
 def to_bytes_text(key: str) -> str:
     """The key as Postfix sees it (UTF-8 bytes), one str character per byte."""
-    return key.encode("utf-8", "surrogateescape").decode("latin-1")
+    return c_string(key).encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def fold(key: str) -> str:
@@ -111,7 +117,7 @@ class CidrTable(Table):
                 self._nets.append((net, e))
 
     def lookup_entry(self, key: str) -> Entry | None:
-        addr = parse_ip(key)
+        addr = parse_ip(c_string(key))
         if addr is None:
             return None
         for net, entry in self._nets:
@@ -215,7 +221,7 @@ class HashTable(Table):
             self._keys.setdefault(fold(e.pattern), e)  # postmap keeps the first duplicate
 
     def lookup_entry(self, key: str) -> Entry | None:
-        return self._keys.get(fold(key))
+        return self._keys.get(fold(c_string(key)))
 
     def lookup(self, key: str) -> str | None:
         e = self.lookup_entry(key)
