@@ -21,7 +21,8 @@ DEFAULT_RULE_ID_PATTERN = r"\brule (R\d{4,})\b"
 class Config:
     source: Path | None = None
     logs: tuple[str, ...] = ("/var/log/mail.log*",)
-    spam: tuple[str, ...] = ("~/Maildir/.Spam",)
+    # The first of ~/Maildir/.Spam and ~/Mail/spam that exists (see _default_spam).
+    spam: tuple[str, ...] = field(default_factory=lambda: _default_spam())
     ham: tuple[str, ...] = ("~/Maildir",)
     my_hostnames: tuple[str, ...] = ()
     trusted_relays: tuple[str, ...] = ()
@@ -31,6 +32,12 @@ class Config:
     log_timezone: str | None = None
     # A regular expression whose first group is the rule id in reject/warn texts.
     rule_id_pattern: str = DEFAULT_RULE_ID_PATTERN
+    # How long a second `triage scan` waits for the first one's lock before it gives up.
+    lock_wait: float = 10.0
+    # A rule on trial (WARN) may become active after this many days without a ham hit.
+    trial_days: int = 14
+    # A rule with no hit for this many days becomes a candidate for retirement.
+    stale_days: int = 90
 
     def resolve(self, path: str) -> str:
         """Expand ``~`` and make ``path`` relative to the config file's directory."""
@@ -43,6 +50,15 @@ class Config:
 _LIST_KEYS = ("logs", "spam", "ham", "my_hostnames", "trusted_relays")
 _PATH_KEYS = ("state_dir", "postfix_dir")
 _STR_KEYS = ("log_timezone", "rule_id_pattern")
+_NUM_KEYS = ("lock_wait", "trial_days", "stale_days")
+
+
+def _default_spam() -> tuple[str, ...]:
+    """Debian/Procmail habits: Maildir++ ``.Spam`` or ``~/Mail/spam`` (mbox or MH)."""
+    for cand in ("~/Maildir/.Spam", "~/Mail/spam"):
+        if Path(cand).expanduser().exists():
+            return (cand,)
+    return ("~/Maildir/.Spam",)
 
 
 def find_config(explicit: str | Path | None = None) -> Path | None:
@@ -77,7 +93,8 @@ def load_config(explicit: str | Path | None = None) -> Config:
         raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
     section = data.get("triage", data)
     kwargs: dict[str, object] = {"source": path.resolve()}
-    unknown = set(section) - set(_LIST_KEYS) - set(_PATH_KEYS) - set(_STR_KEYS)
+    unknown = (set(section) - set(_LIST_KEYS) - set(_PATH_KEYS) - set(_STR_KEYS)
+               - set(_NUM_KEYS))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}", file=path)
     for key in _LIST_KEYS:
@@ -94,6 +111,12 @@ def load_config(explicit: str | Path | None = None) -> Config:
             if not isinstance(section[key], str):
                 raise ConfigError(f"setting '{key}' must be a string", file=path)
             kwargs[key] = section[key]
+    for key in _NUM_KEYS:
+        if key in section:
+            val = section[key]
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0:
+                raise ConfigError(f"setting '{key}' must be a non-negative number", file=path)
+            kwargs[key] = val if key == "lock_wait" else int(val)
     cfg = Config(**kwargs)  # type: ignore[arg-type]
     for key in _PATH_KEYS:
         if key in section:
