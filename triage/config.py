@@ -28,6 +28,14 @@ class Config:
     trusted_relays: tuple[str, ...] = ()
     state_dir: Path = field(default_factory=lambda: Path("~/.local/share/triage").expanduser())
     postfix_dir: Path = Path("/etc/postfix/triage")
+    # The rulebook (TOML files); None = <state_dir>/rules. See rulebook_dir().
+    rules_dir: Path | None = None
+    # Postfix's config directory for `postfix -c DIR reload` and postmap; None = Postfix's own.
+    postfix_config_dir: Path | None = None
+    # How to run the postfix command (a shell-like word list), e.g. a wrapper for a test bench.
+    postfix_command: str = "postfix"
+    # Table type of the sender map: "hash" (postmap builds a .db) or "texthash".
+    sender_table: str = "hash"
     # Time zone of traditional syslog stamps (which carry none); None = this machine's zone.
     log_timezone: str | None = None
     # A regular expression whose first group is the rule id in reject/warn texts.
@@ -39,6 +47,10 @@ class Config:
     # A rule with no hit for this many days becomes a candidate for retirement.
     stale_days: int = 90
 
+    def rulebook_dir(self) -> Path:
+        """Where the rule files live."""
+        return self.rules_dir if self.rules_dir is not None else self.state_dir / "rules"
+
     def resolve(self, path: str) -> str:
         """Expand ``~`` and make ``path`` relative to the config file's directory."""
         p = os.path.expanduser(path)
@@ -48,8 +60,8 @@ class Config:
 
 
 _LIST_KEYS = ("logs", "spam", "ham", "my_hostnames", "trusted_relays")
-_PATH_KEYS = ("state_dir", "postfix_dir")
-_STR_KEYS = ("log_timezone", "rule_id_pattern")
+_PATH_KEYS = ("state_dir", "postfix_dir", "rules_dir", "postfix_config_dir")
+_STR_KEYS = ("log_timezone", "rule_id_pattern", "postfix_command", "sender_table")
 _NUM_KEYS = ("lock_wait", "trial_days", "stale_days")
 
 
