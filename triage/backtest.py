@@ -1,0 +1,322 @@
+"""Replay candidate rules over all history with the emitter's matcher.
+
+Every (candidate, value) pair is decided by ``triage.emit.postfix`` (the code that renders the
+maps and answers as Postfix would), so the backtest and Postfix agree on what a rule matches.
+Asking that matcher about every candidate and every row would cost candidates x rows; instead
+each candidate names an ``anchor`` (the domain its regex is anchored on, or the literal it
+equals) and only values under that anchor are asked. Anchoring makes this exact: a regex
+ending in ``\\.example\\.net$`` cannot match a name outside ``example.net``. Networks are found
+with integer masks first, then confirmed the same way.
+
+Tables replayed: leaked spam and ham (``mail`` rows after ``features.add_features``) and the
+log's connections (``log_rows``): delivered messages, refused attempts, sessions without mail.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from triage.emit.postfix import MapSet, Verdict, render_line, sender_lookup_keys
+from triage.emit.tables import Table, parse_table
+from triage.features import add_features
+from triage.model import Rule, RuleKind, RuleState
+
+__all__ = ["confirm_no_ham", "log_rows", "match", "summarise", "to_rule"]
+
+Progress = Callable[[str], None]
+
+
+def to_rule(kind: str, key: str, rid: str = "R0000") -> Rule:
+    """A candidate as an active rule (the form the matcher answers for)."""
+    return Rule(rid, RuleKind(kind), key, state=RuleState.ACTIVE)
+
+
+def _tables(cands: pd.DataFrame) -> list[Table]:
+    return [parse_table(render_line(to_rule(k, key)), RuleKind(k).table)
+            for k, key in zip(cands["kind"], cands["key"], strict=True)]
+
+
+def _suffix_probes(values: pd.Series, prefix: str = "") -> pd.DataFrame:
+    """(value, probe) for every parent domain of each distinct value (``a.b.example.net``
+    -> ``b.example.net``, ``example.net``, ``net``); the value itself is a probe too."""
+    uniq = pd.unique(values.dropna())
+    vals, probes = [], []
+    for v in uniq:
+        labels = str(v).lower().rstrip(".").split(".")
+        for i in range(len(labels)):
+            vals.append(v)
+            probes.append(prefix + ".".join(labels[i:]))
+    return pd.DataFrame({"value": vals, "probe": probes}, dtype=object)
+
+
+def _literal_probes(values: pd.Series, prefix: str = "") -> pd.DataFrame:
+    uniq = pd.unique(values.dropna())
+    return pd.DataFrame({"value": uniq,
+                         "probe": [prefix + str(v).strip().lower() for v in uniq]},
+                        dtype=object)
+
+
+def _confirm(pairs: pd.DataFrame, tables: Sequence[Table], lookup_keys: Callable[[str], list[str]]
+             ) -> pd.DataFrame:
+    """Keep the (cand, value) pairs the matcher says match."""
+    if pairs.empty:
+        return pairs
+    pairs = pairs.drop_duplicates(["cand", "value"])
+    ok = [any(tables[c].lookup(k) is not None for k in lookup_keys(v))
+          for c, v in zip(pairs["cand"], pairs["value"], strict=True)]
+    return pairs[np.array(ok, dtype=bool)]
+
+
+def _anchored_hits(cands: pd.DataFrame, tables: Sequence[Table], column: pd.Series,
+                   probes: pd.DataFrame, lookup_keys: Callable[[str], list[str]]
+                   ) -> pd.DataFrame:
+    anchors = cands[["cand", "anchor"]].assign(probe=cands["anchor"].str.split("|")) \
+        .explode("probe")
+    pairs = probes.merge(anchors[["cand", "probe"]], on="probe")[["cand", "value"]]
+    good = _confirm(pairs, tables, lookup_keys)
+    rows = pd.DataFrame({"row": np.arange(len(column)), "value": column.to_numpy()}).dropna()
+    return rows.merge(good, on="value")[["cand", "row"]]
+
+
+def _ipv4_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dotted quads -> uint64 (vectorised); returns (mask of valid IPv4, ints)."""
+    s = pd.Series(values, dtype=object).astype("string")
+    ok = s.str.fullmatch(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})").fillna(False)
+    ok_np = ok.to_numpy(dtype=bool)
+    ints = np.zeros(len(s), dtype=np.uint64)
+    if ok_np.any():
+        parts = s[ok].str.split(".", expand=True).astype(np.uint64).to_numpy()
+        valid = (parts <= 255).all(axis=1)
+        vals = (parts[:, 0] << 24) | (parts[:, 1] << 16) | (parts[:, 2] << 8) | parts[:, 3]
+        where = np.flatnonzero(ok_np)
+        ok_np[where[~valid]] = False
+        ints[where] = vals
+    return ok_np, ints
+
+
+def _ip_hits(cands: pd.DataFrame, tables: Sequence[Table], ips: pd.Series) -> pd.DataFrame:
+    """Rows whose client address lies in a candidate network: per prefix length one integer
+    mask and one index lookup, then the matcher confirms each (network, address) pair."""
+    uniq = np.asarray(pd.unique(ips.dropna()), dtype=object)
+    nets = [ipaddress.ip_network(k) for k in cands["key"]]
+    cand_ids = cands["cand"].to_numpy()
+    out_c: list[np.ndarray] = []
+    out_v: list[np.ndarray] = []
+    is4, ints = _ipv4_ints(uniq)
+    for length in sorted({n.prefixlen for n in nets if n.version == 4}):
+        sel = [i for i, n in enumerate(nets) if n.version == 4 and n.prefixlen == length]
+        index = pd.Index([int(nets[i].network_address) for i in sel], dtype="uint64")
+        mask = np.uint64(((1 << length) - 1) << (32 - length))
+        pos = index.get_indexer(pd.Index(ints & mask))
+        hit = is4 & (pos >= 0)
+        out_c.append(cand_ids[np.array(sel)[pos[hit]]])
+        out_v.append(uniq[hit])
+    v6 = [(i, n) for i, n in enumerate(nets) if n.version == 6]
+    if v6:
+        for s in uniq[~is4]:
+            try:
+                a = ipaddress.ip_address(s)
+            except ValueError:
+                continue
+            for i, n in v6:
+                if a.version == 6 and a in n:
+                    out_c.append(np.array([cand_ids[i]]))
+                    out_v.append(np.array([s], dtype=object))
+    pairs = pd.DataFrame({"cand": np.concatenate(out_c) if out_c else [],
+                          "value": np.concatenate(out_v) if out_v else []})
+    good = _confirm(pairs, tables, lambda v: [v])
+    rows = pd.DataFrame({"row": np.arange(len(ips)), "value": ips.to_numpy()}).dropna()
+    return rows.merge(good, on="value")[["cand", "row"]]
+
+
+def match(cands: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """All (``cand``, ``row``) pairs where candidate ``cand`` (a ``cands`` column, or its
+    index) matches row position ``row`` of ``table`` (featured ``mail`` rows or
+    ``log_rows``). Header candidates are matched only where ``table`` has headers."""
+    if "cand" not in cands:
+        cands = cands.assign(cand=cands.index)
+    parts = []
+    for kind, group in cands.groupby("kind", sort=True):
+        tables_list = _tables(group)
+        local = group.assign(cand_global=group["cand"].to_numpy(),
+                             cand=np.arange(len(group)))
+        hits = _kind_hits(RuleKind(str(kind)), local, tables_list, table)
+        if hits is not None and len(hits):
+            hits = hits.assign(cand=local["cand_global"].to_numpy()[hits["cand"].to_numpy()
+                                                                    .astype(int)])
+            parts.append(hits)
+    if not parts:
+        return pd.DataFrame({"cand": pd.Series(dtype=object), "row": pd.Series(dtype=int)})
+    return pd.concat(parts, ignore_index=True).drop_duplicates(ignore_index=True)
+
+
+def _kind_hits(kind: RuleKind, cands: pd.DataFrame, tables: Sequence[Table],
+               table: pd.DataFrame) -> pd.DataFrame | None:
+    if kind is RuleKind.CLIENT_CIDR:
+        return _ip_hits(cands, tables, table["client_ip"])
+    if kind is RuleKind.CLIENT_NAME:
+        col = table["client_name"]
+        return _anchored_hits(cands, tables, col, _suffix_probes(col), lambda v: [v])
+    if kind is RuleKind.HELO:
+        col = table["helo"]
+        probes = pd.concat([_suffix_probes(col), _literal_probes(col)], ignore_index=True)
+        return _anchored_hits(cands, tables, col, probes, lambda v: [v])
+    if kind is RuleKind.SENDER_DOMAIN:
+        col = table["envelope_sender"]
+        dom = col.map(lambda a: a.rpartition("@")[2] if isinstance(a, str) else None)
+        probes = _suffix_probes(dom).rename(columns={"value": "domain"})
+        probes = probes.merge(pd.DataFrame({"value": col, "domain": dom}).dropna()
+                              .drop_duplicates(), on="domain")[["value", "probe"]]
+        return _anchored_hits(cands, tables, col, probes, sender_lookup_keys)
+    parts = []
+    if "from_address" in table:
+        col = table["from_address"].map(lambda a: f"From: {a}" if isinstance(a, str) else None)
+        dom = table["from_address"].map(lambda a: a.rpartition("@")[2]
+                                        if isinstance(a, str) else None)
+        probes = _suffix_probes(dom, "from:").rename(columns={"value": "domain"}).merge(
+            pd.DataFrame({"value": col, "domain": dom}).dropna().drop_duplicates(),
+            on="domain")[["value", "probe"]]
+        parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
+    if "x_mailer" in table:
+        raw = table["x_mailer"].map(lambda m: m.strip() if isinstance(m, str) else None)
+        col = raw.map(lambda m: f"X-Mailer: {m}" if m else None)
+        probes = pd.DataFrame({"value": col, "probe": "x-mailer:" + raw.str.lower()}).dropna() \
+            .drop_duplicates()
+        parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def log_rows(logs: object, known_queue_ids: Iterable[str] = ()) -> pd.DataFrame:
+    """The log's SMTP attempts as rows a rule could have refused: delivered messages
+    (``outcome`` = delivered; ``known`` when the queue id belongs to a labelled message),
+    refused attempts (rejected) and sessions that sent no mail (no_mail). Authenticated and
+    locally submitted mail is left out: the restrictions permit it before any rule."""
+    parts = []
+    messages = getattr(logs, "messages", None)
+    if messages is not None and len(messages):
+        m = messages
+        if "origin" in m:
+            m = m[m["origin"].isna() | (m["origin"] == "smtpd")]
+        if "sasl_username" in m:
+            m = m[m["sasl_username"].isna()]
+        parts.append(pd.DataFrame({
+            "client_ip": m["client_ip"], "client_name": m["client_name"], "helo": m["helo"],
+            "envelope_sender": m["sender"], "time": m["first_seen"], "outcome": "delivered",
+            "known": m["queue_id"].isin(set(known_queue_ids))}))
+    rejects = getattr(logs, "rejects", None)
+    if rejects is not None and len(rejects):
+        r = rejects[rejects["queue_id"].isna()]
+        parts.append(pd.DataFrame({
+            "client_ip": r["client_ip"], "client_name": r["client_name"], "helo": r["helo"],
+            "envelope_sender": r["sender"], "time": r["time"], "outcome": "rejected",
+            "known": False}))
+    sessions = getattr(logs, "sessions", None)
+    if sessions is not None and len(sessions):
+        s = sessions[(sessions["n_messages"] == 0) & (sessions["n_rejects"] == 0)
+                     & sessions["sasl_username"].isna()]
+        parts.append(pd.DataFrame({
+            "client_ip": s["client_ip"], "client_name": s["client_name"], "helo": s["helo"],
+            "envelope_sender": None, "time": s["connect_time"], "outcome": "no_mail",
+            "known": False}))
+    if not parts:
+        parts.append(pd.DataFrame(columns=["client_ip", "client_name", "helo",
+                                           "envelope_sender", "time", "outcome", "known"]))
+    rows = pd.concat(parts, ignore_index=True)
+    feats = add_features(rows[["client_ip", "client_name", "helo", "envelope_sender",
+                               "time"]])
+    for col in ("outcome", "known"):
+        feats[col] = rows[col].to_numpy()
+    return feats
+
+
+def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
+              log: pd.DataFrame | None = None, active: Sequence[Rule] = (),
+              progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Backtest every candidate: returns (``cands`` with ``spam_hits``, ``ham_hits``,
+    ``log_delivered_unknown``, ``log_rejected``, ``log_no_mail``, ``overlap_active``,
+    ``days``) and the (``cand``, ``row``) spam hit pairs for set cover."""
+    cands = cands.reset_index(drop=True)
+    cands = cands.assign(cand=np.arange(len(cands)))
+    spam_hits = match(cands, spam)
+    if progress:
+        progress("spam replayed")
+    ham_hits = match(cands, ham)
+    out = cands.copy()
+    out["spam_hits"] = spam_hits.groupby("cand").size().reindex(out["cand"], fill_value=0) \
+        .to_numpy()
+    out["ham_hits"] = ham_hits.groupby("cand").size().reindex(out["cand"], fill_value=0) \
+        .to_numpy()
+    if "day" in spam:
+        days = spam_hits.assign(day=spam["day"].to_numpy()[spam_hits["row"].to_numpy()
+                                                          .astype(int)])
+        out["days"] = days.groupby("cand")["day"].nunique().reindex(out["cand"], fill_value=0) \
+            .to_numpy()
+    for name in ("log_delivered_unknown", "log_rejected", "log_no_mail", "overlap_active"):
+        out[name] = 0
+    if log is not None and len(log):
+        log_hits = match(cands, log)
+        outcome = log["outcome"].to_numpy()[log_hits["row"].to_numpy().astype(int)]
+        known = log["known"].to_numpy()[log_hits["row"].to_numpy().astype(int)]
+        for name, sel in (("log_delivered_unknown", (outcome == "delivered") & ~known),
+                          ("log_rejected", outcome == "rejected"),
+                          ("log_no_mail", outcome == "no_mail")):
+            out[name] = log_hits[sel].groupby("cand").size().reindex(
+                out["cand"], fill_value=0).to_numpy()
+        if progress:
+            progress("log replayed")
+    if active:
+        out["overlap_active"] = _overlap(active, spam, spam_hits).reindex(
+            out["cand"], fill_value=0).to_numpy()
+    return out, spam_hits
+
+
+def _overlap(active: Sequence[Rule], spam: pd.DataFrame, hits: pd.DataFrame) -> pd.Series:
+    """Per candidate: its spam rows that the active rules refuse already."""
+    maps = MapSet.from_rules(active)
+    rows = np.unique(hits["row"].to_numpy().astype(int))
+    refused = {r for r in rows if check_row(maps, spam.iloc[r]).refused}
+    return hits[hits["row"].isin(refused)].groupby("cand").size()
+
+
+def _text(v: object) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def check_row(maps: MapSet, row: pd.Series) -> Verdict:
+    """``MapSet.check`` for one featured row (headers rebuilt from From and X-Mailer)."""
+    headers = []
+    if _text(row.get("from_address")):
+        headers.append(f"From: {row['from_address']}")
+    if _text(row.get("x_mailer")):
+        headers.append(f"X-Mailer: {str(row['x_mailer']).strip()}")
+    sender = row.get("envelope_sender")
+    return maps.check(client_ip=_text(row.get("client_ip")),
+                      client_name=_text(row.get("client_name")), helo=_text(row.get("helo")),
+                      sender=sender if isinstance(sender, str) else None,
+                      headers=headers)
+
+
+def refused(rules: Sequence[Rule], table: pd.DataFrame) -> pd.Series:
+    """Per row of ``table``: the rule id that refuses it with ``rules`` in force, or None.
+    Distinct feature tuples are checked once."""
+    cols = [c for c in ("client_ip", "client_name", "helo", "envelope_sender",
+                        "from_address", "x_mailer") if c in table]
+    if not rules or not len(table):
+        return pd.Series([None] * len(table), index=table.index, dtype=object)
+    maps = MapSet.from_rules(rules)
+    key = table[cols].astype(object).where(table[cols].notna(), None)
+    codes, uniq = pd.factorize(pd.Series(list(map(tuple, key.to_numpy())), index=table.index))
+    verdicts = [check_row(maps, pd.Series(dict(zip(cols, u, strict=True)))) for u in uniq]
+    ids = [v.rule_id if v.refused else None for v in verdicts]
+    return pd.Series([ids[c] for c in codes], index=table.index, dtype=object)
+
+
+def confirm_no_ham(rules: Sequence[Rule], ham: pd.DataFrame) -> set[str]:
+    """Rule ids that would refuse some ham row with all ``rules`` in force together."""
+    ids = refused(rules, ham)
+    return {i for i in ids.dropna()}
+

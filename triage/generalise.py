@@ -1,0 +1,280 @@
+"""Candidate rule keys generalised from spam only as far as the evidence allows.
+
+Each generaliser takes the spam rows (``features.add_features`` output) and the shield and
+returns a candidate table: ``kind`` (``RuleKind`` value), ``key`` (in the kind's syntax),
+``anchor`` (the domain a regex is anchored on, or the literal a key equals; the backtest uses
+it to find the few values a key can match), ``generaliser`` and ``sources`` (distinct spam
+hosts behind it). A candidate never contains known ham: CIDR blocks stop growing before a ham
+address, regexes are tested against every ham name of their domain, domains in the shield or
+the allowlist and public suffixes are refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from triage.emit.postfix import pcre_literal
+from triage.features import is_random_label
+from triage.model import RuleKind
+from triage.shield import Shield
+
+__all__ = [
+    "CANDIDATE_COLUMNS", "Limits", "cidr_candidates", "header_candidates", "helo_candidates",
+    "name_pattern", "rdns_candidates", "sender_candidates",
+]
+
+CANDIDATE_COLUMNS = ["kind", "key", "anchor", "generaliser", "sources"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How far evidence must go before a key is generalised."""
+
+    v4_widest: int = 24          # never a network wider than this (IPv4 prefix length)
+    v6_widest: int = 48          # ... nor wider than this for IPv6
+    v6_narrowest: int = 64       # IPv6 hosts rotate inside their /64: never block less
+    min_messages: int = 2        # distinct spam messages behind any candidate
+    min_sources: int = 2         # distinct spam addresses inside a network wider than a host
+    min_hosts: int = 3           # distinct spam host names behind an rDNS/HELO regex
+
+
+def _frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=CANDIDATE_COLUMNS)
+
+
+# ---------------------------------------------------------------------------- networks
+
+def _ip_ints(ips: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """IPv4 as uint32 and IPv6 as their upper 64 bits (uint64); two arrays with -1 / junk
+    removed by the caller via the returned masks."""
+    v4 = np.zeros(len(ips), dtype=np.uint64)
+    ver = np.zeros(len(ips), dtype=np.int8)
+    for i, s in enumerate(ips):
+        try:
+            a = ipaddress.ip_address(s)
+        except ValueError:
+            continue
+        ver[i] = a.version
+        v4[i] = int(a) if a.version == 4 else int(a) >> 64
+    return v4, ver
+
+
+def cidr_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limits()
+                    ) -> pd.DataFrame:
+    """Grow a network around each spam address, one bit at a time, while it holds no ham
+    address and, beyond a single host, at least ``min_sources`` distinct spam addresses.
+    The widest network reached (bounded by ``v4_widest``/``v6_widest``) is the candidate.
+    """
+    counts = spam["client_ip"].dropna().value_counts()
+    counts = counts[~counts.index.isin(shield.ham_ips)]
+    if counts.empty:
+        return _frame([])
+    spam_ips = list(counts.index)
+    s_int, s_ver = _ip_ints(spam_ips)
+    h_int, h_ver = _ip_ints(sorted(shield.ham_ips))
+    rows = []
+    for version, bits, narrow, wide in ((4, 32, 32, limits.v4_widest),
+                                        (6, 64, limits.v6_narrowest, limits.v6_widest)):
+        sel = s_ver == version
+        if not sel.any():
+            continue
+        ips, msgs = s_int[sel], counts.to_numpy()[sel]
+        ham = h_int[h_ver == version]
+        best = np.full(len(ips), -1)
+        alive = np.ones(len(ips), dtype=bool)
+        for length in range(narrow, wide - 1, -1):
+            mask = np.uint64(((1 << length) - 1) << (bits - length))
+            net = ips & mask
+            alive &= ~np.isin(net, ham & mask)
+            _, inv, n_src = np.unique(net, return_inverse=True, return_counts=True)
+            n_msg = np.bincount(inv, weights=msgs)
+            need = 1 if length == narrow else limits.min_sources
+            ok = alive & (n_src[inv] >= need) & (n_msg[inv] >= limits.min_messages)
+            best[ok] = length
+        for ip_val, length, src in _widest(ips, best, bits):
+            addr = int(ip_val) if version == 4 else int(ip_val) << 64
+            net_obj = ipaddress.ip_network((addr, int(length)))
+            if shield.network_reason(net_obj) is None:
+                rows.append({"kind": RuleKind.CLIENT_CIDR.value, "key": net_obj.with_prefixlen,
+                             "anchor": None, "generaliser": "cidr", "sources": src})
+    return _frame(rows).drop_duplicates("key", ignore_index=True)
+
+
+def _widest(ips: np.ndarray, best: np.ndarray, bits: int) -> list[tuple[int, int, int]]:
+    """One (network, length, distinct sources) per network reached; a network nested in a
+    wider one reached by another address is dropped."""
+    keep = best >= 0
+    ips, best = ips[keep], best[keep]
+    if not len(ips):
+        return []
+    masks = np.array([((1 << int(b)) - 1) << (bits - int(b)) for b in best], dtype=np.uint64)
+    df = pd.DataFrame({"net": ips & masks, "len": best, "ip": ips})
+    agg = df.groupby(["net", "len"]).agg(sources=("ip", "nunique")).reset_index()
+    agg = agg.sort_values("len")
+    out: list[tuple[int, int, int]] = []
+    taken: list[tuple[int, int]] = []
+    for net, length, src in agg.itertuples(index=False):
+        if any(int(tn) == int(net) & (((1 << tl) - 1) << (bits - tl)) and tl <= length
+               for tn, tl in taken):
+            continue
+        taken.append((int(net), int(length)))
+        out.append((int(net), int(length), int(src)))
+    return out
+
+
+# ---------------------------------------------------------------------------- names
+
+def _label_pattern(label: str, level: int) -> str:
+    if level >= 2:
+        return "[^.]+"
+    parts = []
+    for token in re.split(r"([-_])", label):
+        if not token or token in "-_":
+            parts.append(token)
+        elif token.isdigit():
+            parts.append(r"\d+")
+        elif is_random_label(token):
+            parts.append("[a-z0-9]+")
+        else:
+            # digit runs vary between hosts of one pool; letters name the pool
+            parts.append("".join(r"\d+" if p.isdigit() else pcre_literal(p, anchored=False)
+                                 for p in re.split(r"(\d+)", token) if p))
+    return "".join(parts)
+
+
+def name_pattern(name: str, domain: str, level: int) -> str | None:
+    """A regex for ``name`` anchored on its registered ``domain``.
+
+    level 1: digit runs and random-looking labels become classes; level 2: the first label
+    too; level 3: any name under the domain.
+
+    >>> name_pattern("adsl-198-51-100-7.pool.example.net", "example.net", 1)
+    '^adsl-\\\\d+-\\\\d+-\\\\d+-\\\\d+\\\\.pool\\\\.example\\\\.net$'
+    """
+    dom = pcre_literal(domain, anchored=False)
+    if level >= 3:
+        return rf"(^|\.){dom}$"
+    if not name.endswith("." + domain):
+        return None
+    labels = name[: -len(domain) - 1].split(".")
+    parts = [_label_pattern(lb, 2 if (level == 2 and i == 0) else 1)
+             for i, lb in enumerate(labels)]
+    return "^" + r"\.".join(parts) + rf"\.{dom}$"
+
+
+def _pattern_candidates(values: pd.DataFrame, ham_values: Iterable[str], kind: RuleKind,
+                        shield: Shield, blocked_domains: frozenset[str],
+                        limits: Limits) -> list[dict[str, object]]:
+    """Patterns at each level over (``name``, ``domain``, ``ip``) rows; kept when they come
+    from ``min_hosts`` distinct names and match no ham value of the same domain."""
+    ham_by_domain: dict[str, list[str]] = {}
+    for hv in ham_values:
+        for d in _suffixes(hv):
+            ham_by_domain.setdefault(d, []).append(hv)
+    v = values.dropna(subset=["name", "domain"])
+    v = v[[shield.rdns_reason(d) is None for d in v["domain"]]] if len(v) else v
+    rows: list[dict[str, object]] = []
+    for level in (1, 2, 3):
+        if level == 3:
+            v = v[~v["domain"].isin(blocked_domains)]
+        pats = [name_pattern(n, d, level) for n, d in zip(v["name"], v["domain"], strict=True)]
+        g = pd.DataFrame({"pattern": pats, "name": v["name"].to_numpy(),
+                          "domain": v["domain"].to_numpy(), "msg": 1}).dropna()
+        agg = g.groupby(["pattern", "domain"]).agg(hosts=("name", "nunique"),
+                                                    messages=("msg", "sum")).reset_index()
+        agg = agg[(agg["hosts"] >= limits.min_hosts) & (agg["messages"] >= limits.min_messages)]
+        for pat, dom, hosts in agg[["pattern", "domain", "hosts"]].itertuples(index=False):
+            rx = re.compile(pat, re.I | re.ASCII)
+            if any(rx.search(h) for h in ham_by_domain.get(dom, ())):
+                continue
+            rows.append({"kind": kind.value, "key": pat, "anchor": dom,
+                         "generaliser": f"{kind.value}_level{level}", "sources": int(hosts)})
+    return rows
+
+
+def _suffixes(name: str) -> list[str]:
+    labels = name.lower().rstrip(".").split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+def rdns_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limits()
+                    ) -> pd.DataFrame:
+    """Client-name regexes from the spam rDNS names (see ``name_pattern``)."""
+    values = pd.DataFrame({"name": spam["client_name"], "domain": spam["rdns_domain"]})
+    blocked = shield.rdns_domains | shield.domains
+    return _frame(_pattern_candidates(values, shield.ham_names, RuleKind.CLIENT_NAME, shield,
+                                      blocked, limits))
+
+
+def helo_candidates(spam: pd.DataFrame, shield: Shield, my_names: Sequence[str] = (),
+                    limits: Limits = Limits()) -> pd.DataFrame:
+    """HELO regexes: generalised FQDNs (as rDNS names), exact names that are not FQDNs
+    sent from several addresses, and any HELO claiming to be us."""
+    fq = spam[spam["helo_shape"].isin(["fqdn", "random"])]
+    values = pd.DataFrame({"name": fq["helo"], "domain": fq["helo_domain"]})
+    blocked = shield.rdns_domains | shield.domains | {r for n in shield.ham_helos
+                                                      for r in _suffixes(n)[-1:]}
+    rows = _pattern_candidates(values, shield.ham_helos, RuleKind.HELO, shield,
+                               frozenset(blocked), limits)
+    odd = spam[spam["helo_shape"].isin(["not_fqdn", "ours"])]
+    agg = odd.groupby("helo").agg(ips=("client_ip", "nunique"), messages=("helo", "size"))
+    agg = agg[(agg["ips"] >= limits.min_sources) & (agg["messages"] >= limits.min_messages)
+              & ~agg.index.isin(shield.ham_helos)]
+    for helo, ips in agg["ips"].items():
+        rows.append({"kind": RuleKind.HELO.value, "key": pcre_literal(str(helo)),
+                     "anchor": str(helo), "generaliser": "helo_exact", "sources": int(ips)})
+    ours = [n.lower() for n in my_names if "*" not in n and n.lower() not in shield.ham_helos]
+    if ours and (spam["helo_shape"] == "ours").sum() >= limits.min_messages:
+        key = "^(" + "|".join(pcre_literal(n, anchored=False) for n in ours) + ")$"
+        rows.append({"kind": RuleKind.HELO.value, "key": key, "anchor": "|".join(ours),
+                     "generaliser": "helo_ours", "sources": 0})
+    return _frame(rows).drop_duplicates("key", ignore_index=True)
+
+
+def sender_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limits()
+                      ) -> pd.DataFrame:
+    """Envelope sender registered domains: never a public suffix (``registered_domain``
+    gives None for those), a shielded or an allowlisted domain."""
+    agg = spam.dropna(subset=["sender_domain"]).groupby("sender_domain").agg(
+        messages=("sender_domain", "size"), sources=("client_ip", "nunique"))
+    agg = agg[agg["messages"] >= limits.min_messages]
+    rows = [{"kind": RuleKind.SENDER_DOMAIN.value, "key": d, "anchor": d,
+             "generaliser": "sender_domain", "sources": int(src)}
+            for d, src in agg["sources"].items() if shield.domain_reason(str(d)) is None]
+    return _frame(rows)
+
+
+def header_candidates(spam: pd.DataFrame, shield: Shield, ham: pd.DataFrame,
+                      limits: Limits = Limits()) -> pd.DataFrame:
+    """header_checks keys for spam that connection features do not single out: the From
+    registered domain and the exact X-Mailer, each only when absent from ham."""
+    rows: list[dict[str, object]] = []
+    agg = spam.dropna(subset=["from_domain"]).groupby("from_domain").agg(
+        messages=("from_domain", "size"), sources=("client_ip", "nunique"))
+    agg = agg[(agg["messages"] >= limits.min_messages)
+              & (agg["sources"] >= limits.min_sources)]
+    for d, src in agg["sources"].items():
+        if shield.domain_reason(str(d)) is None:
+            dom = pcre_literal(str(d), anchored=False)
+            rows.append({"kind": RuleKind.HEADER.value,
+                         "key": rf"^From:.*[@.]{dom}(>|\s|$)", "anchor": f"from:{d}",
+                         "generaliser": "header_from", "sources": int(src)})
+    ham_mailers = set(ham["x_mailer"].dropna().str.strip().str.lower()) if "x_mailer" in ham \
+        else set()
+    xm = spam.dropna(subset=["x_mailer"])
+    xm = xm.assign(xm=xm["x_mailer"].str.strip())
+    agg = xm.groupby("xm").agg(messages=("xm", "size"), sources=("client_ip", "nunique"))
+    agg = agg[(agg["messages"] >= limits.min_messages) & (agg["sources"] >= limits.min_sources)
+              & ~agg.index.str.lower().isin(ham_mailers) & (agg.index.str.len() >= 4)]
+    for mailer, src in agg["sources"].items():
+        rows.append({"kind": RuleKind.HEADER.value,
+                     "key": r"^X-Mailer:\s*" + pcre_literal(str(mailer), anchored=False)
+                     + r"\s*$", "anchor": f"x-mailer:{str(mailer).lower()}",
+                     "generaliser": "header_x_mailer", "sources": int(src)})
+    return _frame(rows)

@@ -1,0 +1,186 @@
+"""The never-block shield: everything known to be legitimate, which no rule may touch.
+
+Sources:
+- ham (the operator's inbox folders) over a lookback window (default 180 days): client IPs,
+  their /24 or /64, rDNS names and domains, HELOs, envelope sender, From and DKIM domains;
+- ``rules/allowlist.toml`` shipped with triage (large mailbox providers and ESPs) and the
+  operator's own allowlist files in the same format;
+- the log: authenticated sessions (their IPs, names, HELOs and senders) and outbound mail
+  (the domains our users write to are correspondents whose replies must get through).
+
+Campaign grouping ignores shielded values; candidate rules are checked against the raw ham
+values kept here (a CIDR must contain no ham IP, a regex must match no ham name).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from triage.errors import ConfigError
+from triage.features import RULES_DIR, add_features, network_of, to_text
+from triage.ingest.address import registered_domain
+
+__all__ = ["Allowlist", "Shield", "build_shield", "load_allowlist"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Domains, rDNS domains and networks that are never blocked, with the provider name."""
+
+    domains: dict[str, str] = field(default_factory=dict)
+    rdns: dict[str, str] = field(default_factory=dict)
+    networks: tuple[tuple[IPNetwork, str], ...] = ()
+
+    def merged(self, other: Allowlist) -> Allowlist:
+        return Allowlist({**self.domains, **other.domains}, {**self.rdns, **other.rdns},
+                         self.networks + other.networks)
+
+
+def load_allowlist(path: str | Path) -> Allowlist:
+    """Read an allowlist file (format: see the header of ``rules/allowlist.toml``)."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read allowlist: {exc}", file=p) from exc
+    domains: dict[str, str] = {}
+    rdns: dict[str, str] = {}
+    nets: list[tuple[IPNetwork, str]] = []
+    for i, prov in enumerate(data.get("provider", [])):
+        name = str(prov.get("name", f"provider {i + 1}"))
+        for d in prov.get("domains", []):
+            domains[str(d).lower().rstrip(".")] = name
+        for d in prov.get("rdns", []):
+            rdns[str(d).lower().rstrip(".")] = name
+        for n in prov.get("networks", []):
+            try:
+                nets.append((ipaddress.ip_network(str(n), strict=False), name))
+            except ValueError as exc:
+                raise ConfigError(f"bad network {n!r} for {name}", file=p) from exc
+    return Allowlist(domains, rdns, tuple(nets))
+
+
+def _set(values: Iterable[object]) -> frozenset[str]:
+    return frozenset(v for v in values if isinstance(v, str) and v)
+
+
+@dataclass(frozen=True)
+class Shield:
+    """Known-good values. ``ham_ips`` / ``ham_names`` / ``ham_helos`` / ``ham_senders`` are
+    the raw values candidate rules are tested against; the other sets are grouping keys."""
+
+    ham_ips: frozenset[str] = frozenset()
+    networks: frozenset[str] = frozenset()
+    ham_names: frozenset[str] = frozenset()
+    rdns_domains: frozenset[str] = frozenset()
+    ham_helos: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+    ham_senders: frozenset[str] = frozenset()
+    allowlist: Allowlist = field(default_factory=Allowlist)
+
+    def domain_reason(self, domain: str | None) -> str | None:
+        """Why a sender/From domain may not be blocked, or None when it may."""
+        if not domain:
+            return "no domain"
+        reg = registered_domain(domain)
+        if reg is None:
+            return "public suffix or not a domain"
+        if reg in self.allowlist.domains or domain in self.allowlist.domains:
+            return f"allowlist: {self.allowlist.domains.get(reg) or self.allowlist.domains[domain]}"
+        if reg in self.domains:
+            return "seen in ham or outbound mail"
+        return None
+
+    def rdns_reason(self, domain: str | None) -> str | None:
+        """Why rules anchored on this rDNS/HELO registered domain are refused, or None."""
+        if not domain:
+            return "no registered domain"
+        if domain in self.allowlist.rdns:
+            return f"allowlist: {self.allowlist.rdns[domain]}"
+        if domain in self.allowlist.domains:
+            return f"allowlist: {self.allowlist.domains[domain]}"
+        return None
+
+    def network_reason(self, net: IPNetwork) -> str | None:
+        """Why a network may not be blocked (overlaps an allowlisted network), or None."""
+        for allowed, name in self.allowlist.networks:
+            if allowed.version == net.version and (net.overlaps(allowed)):
+                return f"allowlist: {name}"
+        return None
+
+
+def _log_known_good(logs: object) -> dict[str, set[str]]:
+    """IPs, names, HELOs, senders and correspondent domains from authenticated and outbound
+    traffic in the log tables (any object with ``sessions``/``messages``/``deliveries``)."""
+    out: dict[str, set[str]] = {k: set() for k in ("ips", "names", "helos", "senders",
+                                                   "domains")}
+    sessions = getattr(logs, "sessions", None)
+    messages = getattr(logs, "messages", None)
+    deliveries = getattr(logs, "deliveries", None)
+    if sessions is not None and len(sessions) and "sasl_username" in sessions:
+        auth = sessions[sessions["sasl_username"].notna()]
+        out["ips"] |= _set(auth["client_ip"])
+        out["names"] |= _set(to_text(auth["client_name"]))
+        out["helos"] |= _set(to_text(auth["helo"]))
+    if messages is None or not len(messages):
+        return out
+    outbound = messages["sasl_username"].notna() if "sasl_username" in messages else \
+        pd.Series(False, index=messages.index)
+    if "origin" in messages:
+        outbound |= messages["origin"].isin(["pickup", "sendmail"])
+    mine = messages[outbound]
+    out["senders"] |= _set(to_text(mine["sender"]))
+    out["ips"] |= _set(mine["client_ip"]) - {"127.0.0.1", "::1"}
+    if deliveries is not None and len(deliveries):
+        sent = deliveries[deliveries["queue_id"].isin(_set(mine["queue_id"]))
+                          & (deliveries["relay"].astype("string").str.lower() != "local")]
+        rcpt_domains = to_text(sent["recipient"]).map(
+            lambda a: registered_domain(a.rpartition("@")[2]) if a else None)
+        out["domains"] |= _set(rcpt_domains)
+    return out
+
+
+def build_shield(ham: pd.DataFrame, *, logs: object | None = None,
+                 now: pd.Timestamp | None = None, lookback_days: int = 180,
+                 allowlist_files: Sequence[str | Path] = (), builtin: bool = True,
+                 featured: bool = False) -> Shield:
+    """Build the shield from the ham ``mail`` table (rows older than ``lookback_days``
+    before ``now`` are ignored; ``now`` defaults to the newest ham message), the log tables,
+    the shipped allowlist (``builtin``) and the operator's ``allowlist_files``.
+    ``featured`` says ``ham`` already went through ``features.add_features``."""
+    allow = load_allowlist(RULES_DIR / "allowlist.toml") if builtin else Allowlist()
+    for f in allowlist_files:
+        allow = allow.merged(load_allowlist(f))
+    h = ham if featured else add_features(ham)
+    if len(h) and "received_time" in h and lookback_days:
+        t = pd.to_datetime(h["received_time"], utc=True, errors="coerce")
+        ref = now if now is not None else t.max()
+        if pd.notna(ref):
+            h = h[t.isna() | (t >= ref - pd.Timedelta(days=lookback_days))]
+    log = _log_known_good(logs) if logs is not None else {k: set() for k in
+                                                          ("ips", "names", "helos",
+                                                           "senders", "domains")}
+    dkim = [d.strip() for v in h.get("dkim_domains", pd.Series(dtype=object)).dropna()
+            for d in str(v).split(",")]
+    sender_domains = {registered_domain(s.rpartition("@")[2]) for s in log["senders"]}
+    ips = _set(h["client_ip"]) | log["ips"]
+    return Shield(
+        ham_ips=ips,
+        networks=_set(network_of(ip) for ip in ips),
+        ham_names=_set(h["client_name"]) | log["names"],
+        rdns_domains=_set(h["rdns_domain"]) | _set(registered_domain(n) for n in log["names"]),
+        ham_helos=_set(h["helo"]) | log["helos"],
+        domains=(_set(h["sender_domain"]) | _set(h.get("from_domain", ()))
+                 | _set(registered_domain(d) for d in dkim) | _set(sender_domains)
+                 | log["domains"]),
+        ham_senders=_set(h["envelope_sender"]) | log["senders"],
+        allowlist=allow,
+    )
