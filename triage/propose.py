@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -134,19 +135,20 @@ def select(tested: pd.DataFrame, hits: pd.DataFrame, opts: ProposeOptions) -> li
     if ok.empty:
         return []
     h = hits[hits["cand"].isin(ok["cand"])]
-    by_cand = {int(c): set(g.tolist()) for c, g in h.groupby("cand")["row"]}
+    by_cand: dict[int, set[int]] = {int(str(c)): set(g.tolist())
+                                    for c, g in h.groupby("cand")["row"]}
     header = set(ok.loc[ok["kind"] == RuleKind.HEADER.value, "cand"].astype(int))
     conn_rows = set().union(*(r for c, r in by_cand.items() if c not in header)) \
         if by_cand else set()
     for c in header:
         by_cand[c] = by_cand.get(c, set()) - conn_rows
-    info = ok.set_index("cand")
-    penalty = info["log_delivered_unknown"] * opts.unknown_penalty
+    info: dict[Any, dict[Any, Any]] = ok.set_index("cand").to_dict("index")
 
     def score(c: int, gain: int) -> float:
-        return gain * KIND_WEIGHT[str(info.at[c, "kind"])] - float(penalty.at[c])
+        return (gain * KIND_WEIGHT[str(info[c]["kind"])]
+                - float(info[c]["log_delivered_unknown"]) * opts.unknown_penalty)
 
-    heap = [(-score(c, len(rows)), str(info.at[c, "key"]), c) for c, rows in by_cand.items()]
+    heap = [(-score(c, len(rows)), str(info[c]["key"]), c) for c, rows in by_cand.items()]
     heapq.heapify(heap)
     covered: set[int] = set()
     chosen: list[int] = []
@@ -166,7 +168,7 @@ def select(tested: pd.DataFrame, hits: pd.DataFrame, opts: ProposeOptions) -> li
 
 def _rules(tested: pd.DataFrame, chosen: list[int], hits: pd.DataFrame, spam: pd.DataFrame,
            labels: pd.Series, opts: ProposeOptions) -> list[Rule]:
-    info = tested.set_index("cand")
+    info: dict[Any, dict[Any, Any]] = tested.set_index("cand").to_dict("index")
     rows_by = hits.groupby("cand")["row"].agg(list)
     out = []
     for i, c in enumerate(chosen):
@@ -182,18 +184,18 @@ def _rules(tested: pd.DataFrame, chosen: list[int], hits: pd.DataFrame, spam: pd
 
         ev = Evidence(
             campaign=str(camp.index[0]) if len(camp) else "",
-            spam_hits=int(info.at[c, "spam_hits"]), ham_hits=int(info.at[c, "ham_hits"]),
+            spam_hits=int(info[c]["spam_hits"]), ham_hits=int(info[c]["ham_hits"]),
             messages=len(rows), days=int(rows["day"].nunique()) if "day" in rows else 0,
             first_seen=None if t.empty or pd.isna(t.min()) else t.min().to_pydatetime(),
             last_seen=None if t.empty or pd.isna(t.max()) else t.max().to_pydatetime(),
             message_ids=sample("message_id"), subjects=sample("subject"),
             senders=sample("envelope_sender"), helos=sample("helo"), ips=sample("client_ip"))
-        base = to_rule(str(info.at[c, "kind"]), str(info.at[c, "key"]),
+        base = to_rule(str(info[c]["kind"]), str(info[c]["key"]),
                        rule_id(opts.first_id + i))
-        note = (f"{info.at[c, 'generaliser']}; score {info.at[c, 'score']}; "
-                f"log: {int(info.at[c, 'log_delivered_unknown'])} delivered unknown, "
-                f"{int(info.at[c, 'log_rejected'])} refused already; "
-                f"overlap with active rules {int(info.at[c, 'overlap_active'])}")
+        note = (f"{info[c]['generaliser']}; score {info[c]['score']}; "
+                f"log: {int(info[c]['log_delivered_unknown'])} delivered unknown, "
+                f"{int(info[c]['log_rejected'])} refused already; "
+                f"overlap with active rules {int(info[c]['overlap_active'])}")
         out.append(Rule(base.id, base.kind, base.key, state=RuleState.PROPOSED, evidence=ev,
                         note=note))
     return out
