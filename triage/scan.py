@@ -1,0 +1,206 @@
+"""The weekly scan as a library function: read what is new, add it to the history, commit.
+
+No terminal I/O: progress goes to a callback (``ScanProgress`` events), the result is a
+``ScanResult``. ``triage scan`` renders both; a notebook can call :func:`scan` directly.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+
+from triage.config import Config
+from triage.errors import ConfigError
+from triage.ingest.assemble import Assembler
+from triage.ingest.mailbox import iter_messages
+from triage.ingest.maillog import ReadOptions, ReadStats
+from triage.ingest.mailtable import read_mailboxes
+from triage.logcursor import LogInput, plan_reads, read_new
+from triage.store import Store
+
+__all__ = ["ScanProgress", "ScanResult", "log_paths", "mail_folders", "scan"]
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    """One progress report: ``done`` lines (logs) or messages (folders) of one input.
+
+    ``bytes_done``/``bytes_total`` give logs an ETA (None when unknown: compressed files,
+    mail folders). ``finished`` is set once per input when it is done.
+    """
+
+    input: str
+    unit: str  # "lines" or "messages"
+    done: int
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    finished: bool = False
+
+
+Progress = Callable[[ScanProgress], None]
+
+
+@dataclass
+class ScanResult:
+    """What one scan read and stored."""
+
+    generation: int
+    committed: bool
+    lines: int = 0
+    events: int = 0
+    unparsed: Counter[str] = field(default_factory=Counter)
+    files: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    mail: dict[str, int] = field(default_factory=dict)  # new messages per folder
+    weeks: list[str] = field(default_factory=list)      # ISO weeks that got new rows
+    seconds: float = 0.0
+
+    @property
+    def nothing_new(self) -> bool:
+        return self.lines == 0 and not any(self.mail.values())
+
+
+def log_paths(cfg: Config) -> list[Path]:
+    """The log files the ``logs`` setting names now; a one-line error when none exist."""
+    out: list[Path] = []
+    for pattern in cfg.logs:
+        resolved = cfg.resolve(pattern)
+        matches = sorted(glob.glob(resolved)) if glob.has_magic(resolved) else (
+            [resolved] if os.path.exists(resolved) else [])
+        if not matches:
+            raise ConfigError(f"setting 'logs': no log file matches {resolved}",
+                              file=cfg.source)
+        out.extend(Path(m) for m in matches if os.path.isfile(m))
+    return list(dict.fromkeys(out))
+
+
+def mail_folders(cfg: Config) -> list[tuple[str, Path]]:
+    """(role, folder) for every ``spam`` and ``ham`` setting; a missing folder is an error."""
+    out = []
+    for role, values in (("spam", cfg.spam), ("ham", cfg.ham)):
+        for value in values:
+            p = Path(cfg.resolve(value))
+            if not p.exists():
+                raise ConfigError(f"setting '{role}': no such mail folder: {p}",
+                                  file=cfg.source)
+            out.append((role, p))
+    return out
+
+
+def scan(cfg: Config, progress: Progress | None = None, wait: float | None = None,
+         now: datetime | None = None) -> ScanResult:
+    """Read what is new in the configured logs and folders into the history under
+    ``cfg.state_dir``, and commit it as one generation.
+
+    Holds the state directory's lock for the whole scan (waiting up to ``wait`` seconds,
+    default ``cfg.lock_wait``, for another scan). Inputs are only read.
+    """
+    started = time.perf_counter()
+    logs, folders = log_paths(cfg), mail_folders(cfg)
+    store = Store(cfg.state_dir)
+    report = progress or (lambda _p: None)
+    with store.lock(cfg.lock_wait if wait is None else wait):
+        gen = store.begin()
+        state = gen.base
+        result = ScanResult(generation=gen.number, committed=False)
+        opts = ReadOptions(timezone=cfg.log_timezone, rule_id_pattern=cfg.rule_id_pattern)
+        inputs = plan_reads(logs, state.cursors, opts)
+        hosts = _read_logs(inputs, opts, gen.add, report, result)
+        seen = store.seen(state)
+        names = list(cfg.my_hostnames) or _hostnames(hosts) or _hostnames(
+            set(store.read("messages").get_column("host").unique().drop_nulls().to_list())
+            if store.files("messages") else set())
+        for role, folder in folders:
+            key = str(folder.resolve())
+            new = _read_folder(folder, role, names, cfg, seen.setdefault(key, set()), report)
+            result.mail[str(folder)] = len(new)
+            if len(new):
+                seen[key].update(new["key"].astype(str))
+                gen.add("mail", _to_polars(new))
+        result.rows = dict(gen.rows)
+        cursors = [i.cursor() for i in inputs if i.duplicate_of is None]
+        if result.nothing_new and _same(cursors, state.cursors):
+            result.generation = state.generation
+        else:
+            gen.commit(cursors, seen, {
+                "time": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+                "lines": result.lines, "events": result.events,
+                "unparsed": sum(result.unparsed.values()), "rows": result.rows,
+                "mail": result.mail})
+            result.weeks = sorted(gen.weeks - {"none"})
+            result.committed = True
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _read_logs(inputs: Sequence[LogInput], opts: ReadOptions,
+               add: Callable[[str, pl.DataFrame], None], report: Progress,
+               result: ScanResult) -> set[str]:
+    """Parse the unread parts of the logs into the four log tables; return the log's hosts."""
+    stats = ReadStats()
+    asm = Assembler()
+    hosts: set[str] = set()
+
+    def on_chunk(path: Path, lines: int, done: int, total: int | None) -> None:
+        report(ScanProgress(path.name, "lines", lines, done, total))
+
+    for chunk in read_new(inputs, opts, stats, on_chunk):
+        tables = asm.feed(chunk.events)
+        for name in ("sessions", "messages", "deliveries", "rejects"):
+            add(name, getattr(tables, name))
+        if chunk.unparsed.height:
+            result.unparsed.update(chunk.unparsed.get_column("reason").to_list())
+        hosts.update(chunk.events.get_column("host").unique().drop_nulls().to_list())
+    tables = asm.finish()
+    add("sessions", tables.sessions)
+    add("messages", tables.messages)
+    for item in inputs:
+        if item.duplicate_of is None and item.done_lines > item.lines:
+            report(ScanProgress(item.path.name, "lines", item.done_lines - item.lines,
+                                finished=True))
+    result.lines, result.events, result.files = stats.lines, stats.events, stats.files
+    return hosts
+
+
+def _hostnames(hosts: set[str]) -> list[str]:
+    """Our host names as the log knows them; syslog often has the short name, so ``mx``
+    also stands for ``mx.*``."""
+    return [p for h in sorted({h.lower() for h in hosts}) for p in (h, f"{h}.*")]
+
+
+def _read_folder(folder: Path, role: str, names: list[str], cfg: Config, seen: set[str],
+                 report: Progress) -> pd.DataFrame:
+    """The messages of ``folder`` not read before (an empty frame when there are none)."""
+    # Looking for one unseen message costs a directory listing, not a parse of the folder.
+    if next(iter_messages([folder], skip_keys=seen), None) is None:
+        return pd.DataFrame()
+    label = f"{folder.parent.name}/{folder.name}"
+
+    def on_messages(n: int) -> None:
+        report(ScanProgress(label, "messages", n))
+
+    df = read_mailboxes([folder], role=role, my_hostnames=names or None,
+                        trusted_relays=cfg.trusted_relays, skip_keys=seen,
+                        progress=on_messages)
+    report(ScanProgress(label, "messages", len(df), finished=True))
+    return df
+
+
+def _to_polars(df: pd.DataFrame) -> pl.DataFrame:
+    """The mail table in polars, with text columns kept as text even when all empty."""
+    frame = pl.from_pandas(df)
+    return frame.with_columns([pl.col(c).cast(pl.String) for c, t in frame.schema.items()
+                               if t == pl.Null])
+
+
+def _same(new: Sequence[object], old: Sequence[object]) -> bool:
+    return sorted(map(repr, new)) == sorted(map(repr, old))

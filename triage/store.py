@@ -1,0 +1,316 @@
+"""The history: an embedded Parquet dataset under the state directory, plus scan state.
+
+Layout of ``state_dir``::
+
+    state.json                       schema version, committed generation, log cursors, scans
+    history/<table>/week=<ISO week>/g<generation>.parquet
+    seen/g<generation>.parquet       message keys already read, per mail folder
+    lock                             held (flock) while a scan runs
+
+Each scan is one *generation*. It writes its files under their final names with its own
+generation number, then replaces ``state.json`` (temp file, fsync, rename): that rename is the
+commit. Readers only look at files whose generation is at most the committed one, and the next
+scan deletes files of generations that never committed, so a crash or ``kill -9`` at any point
+leaves the previous history. The same files can be read by Dask or Spark: a hive-style
+partition per ISO week (``week=2025-W41``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import polars as pl
+
+from triage.errors import TriageError
+from triage.logcursor import Cursor
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "History", "ScanBusy", "Store", "load_history"]
+
+SCHEMA_VERSION = 1
+# Each history table and the time column that places a row in its ISO week.
+TABLES: dict[str, str] = {
+    "sessions": "connect_time",
+    "messages": "first_seen",
+    "deliveries": "time",
+    "rejects": "time",
+    "mail": "received_time",
+}
+NO_WEEK = "none"  # rows without a time (a message with no trusted Received time)
+_GEN_RE = re.compile(r"^g(\d{8})(?:-\d{4})?\.parquet$")
+_FLUSH_ROWS = 250_000  # rows a scan buffers per table before writing a part file
+
+
+class ScanBusy(TriageError):
+    """Another scan holds the lock."""
+
+
+@dataclass
+class State:
+    """What ``state.json`` holds."""
+
+    generation: int = 0
+    cursors: list[Cursor] = field(default_factory=list)
+    seen_file: str | None = None          # relative to the state dir
+    scans: list[dict[str, Any]] = field(default_factory=list)
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": self.schema, "generation": self.generation,
+                "cursors": [c.to_json() for c in self.cursors], "seen_file": self.seen_file,
+                "scans": self.scans}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> State:
+        return cls(generation=int(data.get("generation", 0)),
+                   cursors=[Cursor.from_json(c) for c in data.get("cursors", [])],
+                   seen_file=data.get("seen_file"), scans=list(data.get("scans", [])),
+                   schema=int(data.get("schema", SCHEMA_VERSION)))
+
+
+@dataclass
+class History:
+    """The history as pandas DataFrames (one per table), for notebooks and reports."""
+
+    sessions: pd.DataFrame
+    messages: pd.DataFrame
+    deliveries: pd.DataFrame
+    rejects: pd.DataFrame
+    mail: pd.DataFrame
+    scans: list[dict[str, Any]]
+
+
+class Store:
+    """One state directory. Use :meth:`lock` around a scan, :meth:`commit` to finish it."""
+
+    def __init__(self, state_dir: str | Path):
+        self.root = Path(state_dir).expanduser()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def state(self) -> State:
+        """The committed state (an empty one before the first scan)."""
+        path = self.root / "state.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return State()
+        except (OSError, ValueError) as exc:
+            raise TriageError(f"cannot read scan state: {exc}", file=path) from exc
+        state = State.from_json(data)
+        if state.schema > SCHEMA_VERSION:
+            raise TriageError(f"history has schema {state.schema}; this triage reads up to "
+                              f"{SCHEMA_VERSION}: upgrade triage", file=path)
+        return state
+
+    def seen(self, state: State | None = None) -> dict[str, set[str]]:
+        """Message keys already read, per configured mail folder."""
+        state = state or self.state()
+        if state.seen_file is None:
+            return {}
+        frame = pl.read_parquet(self.root / state.seen_file)
+        out: dict[str, set[str]] = {}
+        for folder, keys in frame.group_by("folder").agg(pl.col("key")).iter_rows():
+            out[folder] = set(keys)
+        return out
+
+    def files(self, table: str, weeks: Iterable[str] | None = None,
+              generation: int | None = None) -> list[Path]:
+        """Committed Parquet files of ``table`` (optionally only some ISO weeks)."""
+        gen = self.state().generation if generation is None else generation
+        base = self.root / "history" / table
+        if not base.is_dir():
+            return []
+        wanted = None if weeks is None else {f"week={w}" for w in weeks}
+        out = []
+        for part in sorted(base.iterdir()):
+            if not part.name.startswith("week=") or (wanted is not None
+                                                     and part.name not in wanted):
+                continue
+            for f in sorted(part.iterdir()):
+                m = _GEN_RE.match(f.name)
+                if m and int(m.group(1)) <= gen:
+                    out.append(f)
+        return out
+
+    def weeks(self, table: str = "messages") -> list[str]:
+        """ISO weeks that have rows of ``table``, oldest first."""
+        return sorted({f.parent.name[5:] for f in self.files(table)} - {NO_WEEK})
+
+    def read(self, table: str, weeks: Iterable[str] | None = None) -> pl.DataFrame:
+        """One table of the history (polars), all weeks or the given ones."""
+        frames = [pl.read_parquet(f) for f in self.files(table, weeks)]
+        frames = [f for f in frames if f.height]
+        if not frames:
+            return pl.DataFrame()
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    # -- locking -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, wait: float = 0.0) -> Iterator[None]:
+        """Hold the scan lock; wait up to ``wait`` seconds for another scan, then ScanBusy.
+
+        flock is released by the kernel when the process dies, so a killed scan never
+        leaves a stale lock behind.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                        raise ScanBusy(f"another scan is running (pid {holder or '?'}); "
+                                       f"waited {wait:g} s", file=self.root) from None
+                    time.sleep(0.1)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def begin(self) -> Generation:
+        """Start a new generation: forget files left by scans that never committed."""
+        state = self.state()
+        self._sweep(state.generation)
+        return Generation(self, state, state.generation + 1)
+
+    def _sweep(self, committed: int, keep_seen: str | None = None) -> None:
+        """Delete files of generations after ``committed`` (and superseded seen files)."""
+        for table_dir in (self.root / "history").glob("*/week=*"):
+            for f in table_dir.iterdir():
+                m = _GEN_RE.match(f.name)
+                if (m and int(m.group(1)) > committed) or f.name.endswith(".tmp"):
+                    f.unlink(missing_ok=True)
+        seen_dir = self.root / "seen"
+        if seen_dir.is_dir():
+            current = keep_seen or self.state().seen_file
+            for f in seen_dir.iterdir():
+                if current is None or f.name != Path(current).name:
+                    f.unlink(missing_ok=True)
+
+
+class Generation:
+    """The files of one scan, written but not yet committed."""
+
+    def __init__(self, store: Store, base: State, number: int):
+        self.store, self.base, self.number = store, base, number
+        self.rows: dict[str, int] = {}
+        self._buffer: dict[str, list[pl.DataFrame]] = {}
+        self._parts = 0
+        self.weeks: set[str] = set()  # ISO weeks this generation wrote rows to
+
+    def add(self, table: str, frame: pl.DataFrame) -> None:
+        """Add rows of ``table``; they are written in week partitions, in part files of a
+        bounded number of rows, so memory stays bounded on a big first scan."""
+        if frame.height == 0:
+            return
+        buf = self._buffer.setdefault(table, [])
+        buf.append(frame)
+        self.rows[table] = self.rows.get(table, 0) + frame.height
+        if sum(f.height for f in buf) >= _FLUSH_ROWS:
+            self._flush(table)
+
+    def _flush(self, table: str) -> None:
+        buf = self._buffer.pop(table, [])
+        if not buf:
+            return
+        frame = pl.concat(buf, how="diagonal_relaxed")
+        weeks = frame.select(pl.col(TABLES[table]).dt.strftime("%G-W%V").fill_null(NO_WEEK)
+                             .alias("_week"))["_week"]
+        frame = frame.with_columns(weeks)
+        self._parts += 1
+        for (week,), part in frame.group_by("_week"):
+            self.weeks.add(str(week))
+            directory = self.store.root / "history" / table / f"week={week}"
+            directory.mkdir(parents=True, exist_ok=True)
+            _write_parquet(part.drop("_week"),
+                           directory / f"g{self.number:08d}-{self._parts:04d}.parquet")
+
+    def commit(self, cursors: list[Cursor], seen: Mapping[str, set[str]],
+               scan: dict[str, Any]) -> State:
+        """Make this generation the history: the state file's rename is the commit point."""
+        root = self.store.root
+        for table in list(self._buffer):
+            self._flush(table)
+        (root / "seen").mkdir(parents=True, exist_ok=True)
+        seen_name = f"seen/g{self.number:08d}.parquet"
+        pairs = [(folder, k) for folder, keys in sorted(seen.items()) for k in sorted(keys)]
+        _write_parquet(pl.DataFrame(pairs, schema={"folder": pl.String, "key": pl.String},
+                                    orient="row"), root / seen_name)
+        state = State(generation=self.number, cursors=cursors, seen_file=seen_name,
+                      scans=[*self.base.scans, {"generation": self.number, **scan}])
+        _fsync_dirs(root)
+        _write_text_atomic(root / "state.json", json.dumps(state.to_json(), indent=1))
+        self.store._sweep(self.number, keep_seen=seen_name)
+        return state
+
+
+def _write_parquet(frame: pl.DataFrame, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        frame.write_parquet(tmp, compression="zstd")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_text_atomic(target: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        _fsync_dirs(target.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dirs(root: Path) -> None:
+    """Make the renames of the files under ``root`` durable before the commit."""
+    dirs = [root, *[p for p in root.rglob("*") if p.is_dir()]] if root.is_dir() else []
+    for d in dirs:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_history(state_dir: str | Path, weeks: Iterable[str] | None = None) -> History:
+    """The committed history under ``state_dir`` as pandas DataFrames.
+
+    >>> h = load_history("/nonexistent")
+    >>> len(h.rejects), h.scans
+    (0, [])
+    """
+    store = Store(state_dir)
+    wanted = list(weeks) if weeks is not None else None
+    frames = {t: store.read(t, wanted).to_pandas() for t in TABLES}
+    return History(**frames, scans=store.state().scans)
