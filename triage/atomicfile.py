@@ -1,0 +1,59 @@
+"""Writing files so that a crash or Ctrl-C leaves the old version or the new one, never a mix:
+temp file in the same directory, fsync, rename; the previous version kept as a backup."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (the directory entry itself is data)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: str | bytes, *, backup_dir: Path | None = None,
+                 mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically. With ``backup_dir``, the current version (if
+    any) is first copied there under the same name, so one step back is always possible."""
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if backup_dir is not None and path.exists():
+        backup_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(backup_dir / path.name, path.read_bytes(), mode=mode)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` over ``dst`` atomically, keeping ``src``'s permission bits."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copy2(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(dst.parent)
