@@ -4,4 +4,5 @@ from triage.cli import (
     mail_cmd,  # noqa: F401
     parse_cmd,  # noqa: F401
     rules_cmd,  # noqa: F401
+    scan_cmd,  # noqa: F401
 )

@@ -1,0 +1,96 @@
+"""The figures of one ISO week from the history: what ``triage scan`` and ``triage stats`` show.
+
+Every figure is a plain dict of counts, so it renders as a rich table or as JSON alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+
+from triage.feedback import ham_hits, rule_hits
+from triage.store import Store
+
+__all__ = ["week_summary", "weekly_counts"]
+
+REFUSING = ("reject", "discard")
+
+
+def _counts(frame: pl.DataFrame, col: str) -> dict[str, int]:
+    if frame.height == 0 or col not in frame.columns:
+        return {}
+    vc = frame.get_column(col).fill_null("(none)").value_counts(sort=True)
+    return {str(k): int(v) for k, v in vc.iter_rows()}
+
+
+def _week(frame: pl.DataFrame, col: str, week: str) -> pl.DataFrame:
+    """Rows whose ``col`` falls in ``week``: a partition file may hold rows of other weeks
+    only if the clock jumped, but filtering keeps the figures exact."""
+    if frame.height == 0:
+        return frame
+    return frame.filter(pl.col(col).dt.strftime("%G-W%V") == week)
+
+
+def week_summary(store: Store, week: str | None = None) -> dict[str, Any]:
+    """The week's figures (default: the latest week in the history).
+
+    Keys: ``week``, ``received`` (connections, inbound messages, authenticated/outbound),
+    ``refused`` (total and per reason class), ``warned``, ``leaked_spam``, ``ham``,
+    ``auth`` (SPF/DKIM/DMARC results of the leaked spam and of the ham, from our own
+    headers), ``rule_hits`` (per rule id: rejects, warns), ``ham_hits`` (rule ids that hit
+    ham: flagged), ``unparsed`` (lines not understood by the scans that read this week).
+    """
+    weeks = store.weeks("messages") or store.weeks("mail")
+    if week is None:
+        if not weeks:
+            return {"week": None}
+        week = weeks[-1]
+    sessions = _week(store.read("sessions", [week]), "connect_time", week)
+    messages = _week(store.read("messages", [week]), "first_seen", week)
+    rejects = _week(store.read("rejects", [week]), "time", week)
+    mail = _week(store.read("mail", [week]), "received_time", week)
+    inbound = messages.filter(pl.col("sasl_username").is_null()
+                              & (pl.col("origin") == "smtpd")) if messages.height else messages
+    authed = messages.height - inbound.height if messages.height else 0
+    refused = rejects.filter(pl.col("action").is_in(REFUSING)) if rejects.height else rejects
+    warned = rejects.filter(pl.col("action").is_in(("warn", "warning"))) \
+        if rejects.height else rejects
+    spam = mail.filter(pl.col("role") == "spam") if mail.height else mail
+    ham = mail.filter(pl.col("role") == "ham") if mail.height else mail
+    hits = rule_hits(rejects)
+    bad = ham_hits(rejects, store.read("mail"), sessions, messages)
+    return {
+        "week": week,
+        "received": {"connections": sessions.height, "messages": inbound.height,
+                     "authenticated": authed},
+        "refused": {"total": refused.height, "by_reason": _counts(refused, "reason_class")},
+        "warned": warned.height,
+        "leaked_spam": spam.height,
+        "ham": ham.height,
+        "auth": {role: {k: _counts(frame, f"{k}_result") for k in ("spf", "dkim", "dmarc")}
+                 for role, frame in (("spam", spam), ("ham", ham))},
+        "rule_hits": {rid: {"rejects": r, "warns": w}
+                      for rid, r, w in hits.select("rule_id", "rejects", "warns").iter_rows()},
+        "ham_hits": _counts(bad, "rule_id"),
+    }
+
+
+def weekly_counts(store: Store, weeks: int | None = None) -> list[dict[str, Any]]:
+    """One row of counts per ISO week (the last ``weeks`` weeks, oldest first):
+    week, connections, messages, refused, warned, leaked_spam, ham, rule_hits, leak_rate."""
+    all_weeks = sorted(set(store.weeks("messages")) | set(store.weeks("mail")))
+    chosen: Sequence[str] = all_weeks[-weeks:] if weeks else all_weeks
+    rows = []
+    for week in chosen:
+        s = week_summary(store, week)
+        refused, leaked = s["refused"]["total"], s["leaked_spam"]
+        rows.append({
+            "week": week, "connections": s["received"]["connections"],
+            "messages": s["received"]["messages"], "refused": refused,
+            "warned": s["warned"], "leaked_spam": leaked, "ham": s["ham"],
+            "rule_hits": sum(v["rejects"] + v["warns"] for v in s["rule_hits"].values()),
+            "leak_rate": round(leaked / (leaked + refused), 3) if leaked + refused else None,
+        })
+    return rows
