@@ -18,6 +18,7 @@ from triage.ingest import linekinds as lk
 FIRST_WORD_RE = rf"^(?:(?:{lk.QID_RE}|NOQUEUE): )?([^\s:;=\[]+)"
 MILTER_PROGRAMS = frozenset({"policyd-spf", "opendkim", "opendmarc"})
 _KIND_BY_NAME = {k.name: k for k in lk.KINDS}
+_CANDIDATES: dict[tuple[str, str | None, str | None, bool], tuple[str, ...]] = {}
 _DTYPES: dict[str, pl.DataType] = {"str": pl.String(), "int": pl.Int64(), "float": pl.Float64(),
                                    "datetime": pl.Datetime("us", "UTC")}
 EVENT_SCHEMA = pl.Schema({name: _DTYPES[t] for name, t in lk.EVENT_COLUMNS.items()})
@@ -59,13 +60,19 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
     programs that are not part of the mail system are dropped here (the caller counts them).
     """
     is_mail = pl.col("instance").is_not_null() | pl.col("program").is_in(list(MILTER_PROGRAMS))
-    frame = frame.filter(is_mail).with_columns(
-        pl.col("msg").str.extract(FIRST_WORD_RE, 1).alias("word"))
+    frame = frame.filter(is_mail)
+    if "word" not in frame.columns:
+        frame = frame.with_columns(pl.col("msg").str.extract(FIRST_WORD_RE, 1).alias("word"))
     combos = frame.select("program", "daemon", "instance", "word").unique()
     tuples: dict[tuple[str, ...], int] = {}
     rows = []
     for program, daemon, instance, word in combos.iter_rows():
-        cands = candidates(program, daemon, word, instance is not None)
+        key = (program, daemon, word, instance is not None)
+        cands = _CANDIDATES.get(key)
+        if cands is None:
+            cands = candidates(*key)
+            if len(_CANDIDATES) < 100_000:
+                _CANDIDATES[key] = cands
         rows.append((program, daemon, word, tuples.setdefault(cands, len(tuples))))
     lookup = pl.DataFrame(rows, schema={"program": pl.String, "daemon": pl.String,
                                         "word": pl.String, "cset": pl.Int64}, orient="row")

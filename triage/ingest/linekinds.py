@@ -171,7 +171,7 @@ KINDS: tuple[LineKind, ...] = (
     _k("tls", "smtpd smtp lmtp", "Anonymous Trusted Verified Untrusted",
        r"^(?P<detail>Anonymous|Trusted|Verified|Untrusted) TLS connection established "
        r"(?:from|to) (?P<client_name>[^\[\s]*)\[(?P<client_ip>[^\]\s]*)\](?::\d+)?: "
-       r"(?P<tls>\S+) with cipher (?P<selector>\S+).*$"),
+       r"(?P<tls>\S+) with cipher (?P<selector>\S+)"),
     _k("ps_connect", "postscreen", "CONNECT",
        rf"^CONNECT from {PS_CLIENT} to \[[^\]]*\]:\d+$"),
     _k("ps_pass", "postscreen", "PASS", rf"^PASS (?P<detail>NEW|OLD) {PS_CLIENT}$"),
