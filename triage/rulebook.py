@@ -66,8 +66,10 @@ def _toml_str(s: str) -> str:
             out.append("\\n")
         elif c == "\t":
             out.append("\\t")
-        elif ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF:
-            # control characters (and lone surrogates from undecodable bytes) as escapes
+        elif 0xD800 <= ord(c) <= 0xDFFF:
+            # a lone surrogate (an undecodable byte of a sample) has no TOML form
+            out.append("\\ufffd")
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
             out.append(f"\\u{ord(c):04x}")
         else:
             out.append(c)
