@@ -72,6 +72,11 @@ def test_sessions_and_their_rejects(chain_log: Path) -> None:
     assert r.height == 2
     noqueue = r.filter(pl.col("queue_id").is_null()).row(0, named=True)
     assert noqueue["reason_class"] == "unknown_user" and noqueue["stage"] == "RCPT"
+    # the NOQUEUE reject is attached to its session, and so is the message it then accepted
+    assert noqueue["session_id"] == first["session_id"] == f"{chain_log}:1"
+    m = t["messages"].filter(pl.col("queue_id") == "AAA111").sort("first_seen")
+    assert m["session_id"].to_list() == [f"{chain_log}:1", f"{chain_log}:21"]
+    assert first["spf_result"] == "pass"  # policyd-spf, matched by client address and time
     header = r.filter(pl.col("queue_id") == "AAA111").row(0, named=True)
     assert header["stage"] == "DATA" and header["object"] == "header"
 
@@ -82,9 +87,10 @@ def test_deliveries_mark_hops(chain_log: Path) -> None:
     assert d["next_queue_id"].to_list() == ["BBB222", None]
 
 
-def test_chunking_does_not_change_the_tables(chain_log: Path) -> None:
+@pytest.mark.parametrize("chunk_bytes", [300, 700, 2000])
+def test_chunking_does_not_change_the_tables(chain_log: Path, chunk_bytes: int) -> None:
     whole = _tables(chain_log)
-    split = _tables(chain_log, chunk_bytes=700)
+    split = _tables(chain_log, chunk_bytes=chunk_bytes)
     for name in ("sessions", "messages", "deliveries", "rejects"):
         a = whole[name].sort(whole[name].columns[:4])
         b = split[name].sort(split[name].columns[:4])

@@ -50,18 +50,19 @@ _DKIM_NAME = {v: k for k, v in _DKIM_RANK.items()}
 
 SESSION_COLUMNS = ["host", "pid", "connect_time", "disconnect_time", "client_name", "client_ip",
                    "helo", "sasl_username", "tls", "commands", "n_messages", "n_rejects",
-                   "program", "sasl_method", "lost_after", "session_id"]
+                   "program", "sasl_method", "lost_after", "session_id", "spf_result"]
 MESSAGE_COLUMNS = ["host", "instance", "queue_id", "incarnation", "first_seen", "last_seen",
                    "client_name", "client_ip", "helo", "sender", "size", "nrcpt", "message_id",
                    "spf_result", "dkim_result", "dmarc_result", "parent_queue_id", "status",
                    "origin", "sasl_username", "orig_queue_id", "dkim_domains", "dmarc_domain",
-                   "n_sent", "n_deferred", "n_bounced", "reject_reason"]
+                   "n_sent", "n_deferred", "n_bounced", "reject_reason", "session_id"]
 DELIVERY_COLUMNS = ["time", "host", "queue_id", "recipient", "orig_recipient", "relay", "delay",
                     "dsn", "status", "response", "next_queue_id", "instance", "program", "delays"]
 # deliveries also get "hop" (bool), computed by the assembler
 REJECT_COLUMNS = ["time", "host", "program", "pid", "queue_id", "stage", "code", "enhanced_code",
                   "object", "reason_class", "reason", "action", "client_name", "client_ip",
-                  "helo", "sender", "recipient", "proto", "rule_id", "file", "line_no"]
+                  "helo", "sender", "recipient", "proto", "rule_id", "file", "line_no",
+                  "session_id"]
 
 
 _T = pl.Datetime("us", "UTC")
@@ -70,14 +71,14 @@ SESSION_SCHEMA = pl.Schema({
     "host": _S, "pid": _I, "connect_time": _T, "disconnect_time": _T, "client_name": _S,
     "client_ip": _S, "helo": _S, "sasl_username": _S, "tls": _S, "commands": _S,
     "n_messages": _I, "n_rejects": _I, "program": _S, "sasl_method": _S, "lost_after": _S,
-    "session_id": _S})
+    "session_id": _S, "spf_result": _S})
 MESSAGE_SCHEMA = pl.Schema({
     "host": _S, "instance": _S, "queue_id": _S, "incarnation": _I, "first_seen": _T,
     "last_seen": _T, "client_name": _S, "client_ip": _S, "helo": _S, "sender": _S, "size": _I,
     "nrcpt": _I, "message_id": _S, "spf_result": _S, "dkim_result": _S, "dmarc_result": _S,
     "parent_queue_id": _S, "status": _S, "origin": _S, "sasl_username": _S,
     "orig_queue_id": _S, "dkim_domains": pl.List(_S), "dmarc_domain": _S, "n_sent": _I,
-    "n_deferred": _I, "n_bounced": _I, "reject_reason": _S})
+    "n_deferred": _I, "n_bounced": _I, "reject_reason": _S, "session_id": _S})
 assert list(SESSION_SCHEMA) == SESSION_COLUMNS and list(MESSAGE_SCHEMA) == MESSAGE_COLUMNS
 
 
@@ -104,10 +105,15 @@ def _when_kind(kind: str | tuple[str, ...], expr: pl.Expr) -> pl.Expr:
 
 # ---- sessions ------------------------------------------------------------------------------
 
+def _with_session_seq(ev: pl.DataFrame) -> pl.DataFrame:
+    """Number the sessions of each smtpd process in this chunk: a connect starts the next one;
+    lines before the first connect (seq 0) continue the session carried from the last chunk."""
+    is_connect = (pl.col("kind") == "connect").cast(pl.Int32)
+    return ev.with_columns(is_connect.cum_sum().over("host", "pid").alias("seq"))
+
+
 def _session_partials(ev: pl.DataFrame) -> pl.DataFrame:
     """Per-chunk aggregates of smtpd events, one row per (host, pid, seq)."""
-    is_connect = (pl.col("kind") == "connect").cast(pl.Int32)
-    ev = ev.with_columns(is_connect.cum_sum().over("host", "pid").alias("seq"))
     is_reject = (pl.col("kind").is_in(("reject", "milter"))
                  & pl.col("action").is_in(_REJECT_ACTIONS))
     return ev.group_by("host", "pid", "seq").agg(
@@ -128,6 +134,25 @@ def _session_partials(ev: pl.DataFrame) -> pl.DataFrame:
         .alias("lost_after"),
         (pl.col("kind") == "connect").any().alias("has_connect"),
     )
+
+
+def _session_links(ev: pl.DataFrame, carried: pl.DataFrame | None) -> pl.DataFrame:
+    """(line_no, session_id) for the reject and client= lines of this chunk."""
+    groups = ev.group_by("host", "pid", "seq").agg(
+        pl.col("line_no").min().alias("g_first"), pl.col("file").first().alias("g_file"))
+    first, file = pl.col("g_first"), pl.col("g_file")
+    if carried is not None and carried.height:
+        groups = groups.join(carried.select("host", "pid", pl.col("first_line").alias("c_first"),
+                                            pl.col("file").alias("c_file")),
+                             on=["host", "pid"], how="left")
+        cont = (pl.col("seq") == 0) & pl.col("c_first").is_not_null()
+        first = pl.when(cont).then(pl.col("c_first")).otherwise(first)
+        file = pl.when(cont).then(pl.col("c_file")).otherwise(file)
+    groups = groups.select("host", "pid", "seq",
+                           pl.format("{}:{}", file, first).alias("session_id"))
+    wanted = ev.filter(pl.col("kind").is_in(("reject", "milter", "client")))
+    return wanted.select("line_no", "host", "pid", "seq").join(
+        groups, on=["host", "pid", "seq"]).select("line_no", "session_id")
 
 
 def _merge_sessions(parts: pl.DataFrame) -> pl.DataFrame:
@@ -172,6 +197,7 @@ def _message_partials(ev: pl.DataFrame) -> pl.DataFrame:
         _first("orig_queue_id"),
         pl.col("kind").filter(pl.col("kind") == "pickup").first().alias("origin_pickup"),
         _when_kind("client", pl.col("pid")).drop_nulls().first().alias("smtpd_pid"),
+        _when_kind("client", pl.col("session_id")).drop_nulls().first().alias("session_id"),
         (pl.col("kind") == "removed").any().alias("removed"),
         (pl.col("kind") == "expired").any().alias("expired"),
         rejected.any().alias("rejected"),
@@ -193,7 +219,7 @@ def _merge_messages(parts: pl.DataFrame) -> pl.DataFrame:
         pl.col("first_seen").min(), pl.col("last_seen").max(),
         *[_first(c) for c in ("client_name", "client_ip")], _last("helo"),
         *[_first(c) for c in ("sender", "size", "nrcpt", "message_id", "sasl_username",
-                              "orig_queue_id", "origin_pickup", "smtpd_pid")],
+                              "orig_queue_id", "origin_pickup", "smtpd_pid", "session_id")],
         *[pl.col(c).any() for c in ("removed", "expired", "rejected", "held", "closed")],
         _first("reject_reason"),
         *[pl.col(c).sum() for c in ("n_sent", "n_deferred", "n_bounced")],
@@ -226,13 +252,18 @@ class Assembler:
     milter: pl.DataFrame | None = None
     links: pl.DataFrame | None = None
     recent_qids: pl.DataFrame | None = None
+    session_links: pl.DataFrame | None = None
     recent_closed: dict[tuple[str, str | None, str], tuple[int, datetime]] = field(
         default_factory=dict)
 
     def feed(self, events: pl.DataFrame) -> Tables:
-        sessions = self._sessions(events, final=False)
-        closed = self._messages(events, final=False)
         self._buffers(events)
+        sessions = self._sessions(events, final=False)
+        if self.session_links is not None and self.session_links.height:
+            events = events.join(self.session_links, on="line_no", how="left")
+        else:
+            events = events.with_columns(pl.lit(None, pl.String).alias("session_id"))
+        closed = self._messages(events, final=False)
         messages = self._emit(self.pending_messages)
         self.pending_messages = closed
         self._prune(events)
@@ -250,13 +281,17 @@ class Assembler:
     # -- sessions
     def _sessions(self, events: pl.DataFrame | None, final: bool) -> pl.DataFrame:
         parts = []
-        if self.open_sessions is not None:
-            parts.append(self.open_sessions)
+        carried = self.open_sessions
+        self.session_links = None
+        if carried is not None:
+            parts.append(carried)
         if events is not None and events.height:
             ev = events.filter((pl.col("daemon") == "smtpd")
                                & pl.col("kind").is_in(_SESSION_EVENTS))
             if ev.height:
+                ev = _with_session_seq(ev)
                 parts.append(_session_partials(ev))
+                self.session_links = _session_links(ev, carried)
         if not parts:
             return _empty_sessions()
         merged = _merge_sessions(pl.concat(parts, how="diagonal_relaxed"))
@@ -267,10 +302,31 @@ class Assembler:
         closed = merged.filter(done)
         self.open_sessions = merged.filter(~done).with_columns(pl.lit(0, pl.Int32).alias("seq"))
         # rows without a connect are tails of sessions that began before the log did
-        return closed.with_columns(
+        closed = closed.with_columns(
             pl.format("{}:{}", pl.col("file"), pl.col("first_line")).alias("session_id"),
             pl.coalesce("connect_time", "first_time").alias("connect_time"),
-        ).pipe(conform, SESSION_SCHEMA)
+        )
+        return self._session_spf(closed).pipe(conform, SESSION_SCHEMA)
+
+    def _session_spf(self, closed: pl.DataFrame) -> pl.DataFrame:
+        """policyd-spf's result for each session: its latest result for the session's client
+        address between connect and disconnect (it logs no pid or queue id of smtpd)."""
+        if self.spf is None or self.spf.height == 0 or closed.height == 0:
+            return closed.with_columns(pl.lit(None, pl.String).alias("spf_result"))
+        spf = (self.spf.sort("identity_rank", "time")
+               .unique(["host", "client_ip", "time"], keep="last").sort("time")
+               .select("host", "client_ip", pl.col("time").alias("spf_time"),
+                       pl.col("result").alias("spf_result"), pl.col("helo").alias("spf_helo")))
+        end = pl.coalesce("disconnect_time", "last_time")
+        left = closed.with_row_index("_row").with_columns(end.alias("_end")).sort("_end")
+        joined = left.join_asof(spf, left_on="_end", right_on="spf_time",
+                                by=["host", "client_ip"], strategy="backward",
+                                check_sortedness=False)
+        inside = pl.col("spf_time") >= pl.col("connect_time")
+        return joined.sort("_row").with_columns(
+            pl.when(inside).then(pl.col("spf_result")).alias("spf_result"),
+            pl.coalesce("helo", pl.when(inside).then(pl.col("spf_helo"))).alias("helo"),
+        ).drop("_row", "_end", "spf_time", "spf_helo")
 
     # -- messages
     def _messages(self, events: pl.DataFrame | None, final: bool) -> pl.DataFrame | None:
@@ -432,6 +488,8 @@ def _append(old: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
 def _rejects(events: pl.DataFrame) -> pl.DataFrame:
     if events.height == 0:
         events = pl.DataFrame(schema=EVENT_SCHEMA)
+    if "session_id" not in events.columns:
+        events = events.with_columns(pl.lit(None, pl.String).alias("session_id"))
     return events.filter(pl.col("kind").is_in(REJECT_KINDS)).with_columns(
         pl.when(pl.col("queue_id") == "NOQUEUE").then(None).otherwise(pl.col("queue_id"))
         .alias("queue_id"),

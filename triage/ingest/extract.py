@@ -79,8 +79,10 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
     frame = frame.join(lookup, on=["program", "daemon", "word"], how="left",
                        nulls_equal=True).drop("word")
     by_id = {v: k for k, v in tuples.items()}
+    empty = frame.clear().drop("cset")
     pending = [(part, by_id[int(cast(int, key[0]))], 0) for key, part in
                frame.partition_by("cset", include_key=False, as_dict=True).items()]
+    del frame
     found: list[pl.LazyFrame] = []
     unknown: list[pl.DataFrame] = []
     while pending:
@@ -107,7 +109,7 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
     missing = [pl.lit(None, dtype=t).alias(n) for n, t in EVENT_SCHEMA.items()
                if n not in events.columns]
     events = events.with_columns(missing).sort("line_no")
-    unknown_df = (pl.concat(unknown) if unknown else frame.clear())
+    unknown_df = pl.concat(unknown) if unknown else empty
     return events, unknown_df
 
 

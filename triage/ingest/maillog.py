@@ -264,9 +264,12 @@ def parse_block(block: bytes, file: str, first_line_no: int, is_last: bool,
         "line_no", pl.lit("no syslog header (timestamp host program:)").alias("reason"), "line"))
     # From here on the line is carried as its parts; it is rebuilt for the rare unparsed row.
     frame = _tag_columns(frame.filter(~no_header).drop("line", "trad", "ts"))
-    events, unknown = extract_events(frame.drop("ts_text"), opts.rule_id_pattern)
+    stamps = frame.select("line_no", "ts_text")
+    frame = frame.drop("ts_text")
+    events, unknown = extract_events(frame, opts.rule_id_pattern)
+    del frame  # the lines' text is no longer needed; free it before the next step
     if unknown.height:
-        unknown = unknown.join(frame.select("line_no", "ts_text"), on="line_no")
+        unknown = unknown.join(stamps, on="line_no")
         unparsed.append(unknown.select(
             "line_no", pl.lit("unrecognised line of a mail program").alias("reason"),
             _rebuild_line()))
