@@ -33,6 +33,11 @@ def _week(frame: pl.DataFrame, col: str, week: str) -> pl.DataFrame:
     return frame.filter(pl.col(col).dt.strftime("%G-W%V") == week)
 
 
+def _all_weeks(store: Store) -> list[str]:
+    return sorted({w for t in ("sessions", "messages", "rejects", "mail")
+                   for w in store.weeks(t)})
+
+
 def week_summary(store: Store, week: str | None = None) -> dict[str, Any]:
     """The week's figures (default: the latest week in the history).
 
@@ -42,7 +47,7 @@ def week_summary(store: Store, week: str | None = None) -> dict[str, Any]:
     headers), ``rule_hits`` (per rule id: rejects, warns), ``ham_hits`` (rule ids that hit
     ham: flagged), ``unparsed`` (lines not understood by the scans that read this week).
     """
-    weeks = store.weeks("messages") or store.weeks("mail")
+    weeks = _all_weeks(store)
     if week is None:
         if not weeks:
             return {"week": None}
@@ -80,7 +85,7 @@ def week_summary(store: Store, week: str | None = None) -> dict[str, Any]:
 def weekly_counts(store: Store, weeks: int | None = None) -> list[dict[str, Any]]:
     """One row of counts per ISO week (the last ``weeks`` weeks, oldest first):
     week, connections, messages, refused, warned, leaked_spam, ham, rule_hits, leak_rate."""
-    all_weeks = sorted(set(store.weeks("messages")) | set(store.weeks("mail")))
+    all_weeks = _all_weeks(store)
     chosen: Sequence[str] = all_weeks[-weeks:] if weeks else all_weeks
     rows = []
     for week in chosen:
