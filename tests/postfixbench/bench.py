@@ -15,6 +15,7 @@ import ctypes
 import json
 import os
 import re
+import shlex
 import shutil
 import smtplib
 import socket
@@ -190,6 +191,35 @@ class Bench:
         return BenchSMTP(self._netns, host="127.0.0.1", port=25, timeout=timeout,
                          local_hostname="replay.bench.invalid",
                          source_address=(source, 0) if source else None)
+
+    def namespace_pid(self) -> int:
+        """Host pid of the namespace's init (the child of unshare), for nsenter."""
+        if self._proc is None:
+            raise BenchError("bench is not running")
+        children = Path(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children").read_text()
+        return int(children.split()[0])
+
+    def postfix_command(self) -> str:
+        """A shell-like command that runs ``postfix`` inside the bench's namespaces. The
+        master's pid file holds a pid of the bench's pid namespace, so `postfix reload` run on
+        the host would signal an unrelated host process; run it in there instead."""
+        return (f"nsenter --target {self.namespace_pid()} --mount --pid --net --uts -- "
+                "postfix")
+
+    def postconf(self, *settings: str) -> None:
+        """Edit the bench's main.cf (``postconf -e name=value``); reload to apply."""
+        subprocess.run(["postconf", "-c", str(self.paths.pf), "-e", *settings], check=True,
+                       capture_output=True)
+
+    def postconf_value(self, name: str) -> str:
+        out = subprocess.run(["postconf", "-c", str(self.paths.pf), "-h", name], check=True,
+                             capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def reload(self) -> None:
+        """``postfix reload`` inside the bench (new smtpd processes read the maps afresh)."""
+        subprocess.run([*shlex.split(self.postfix_command()), "-c", str(self.paths.pf),
+                        "reload"], check=True, capture_output=True)
 
     def log_offset(self) -> int:
         return self.paths.maillog.stat().st_size
