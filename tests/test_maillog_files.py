@@ -167,3 +167,16 @@ def test_many_chunks_give_the_same_events_as_one(tmp_path: Path) -> None:
     assert many.height == one.height == 3000
     assert many["line_no"].to_list() == list(range(1, 3001))
     assert many.equals(one)
+
+
+_LOGLINES = Path("/work/shared/reference/loglines/exporters/hsn723_test_lines.log")
+
+
+@pytest.mark.skipif(not _LOGLINES.is_file(), reason=f"reference line set not found: {_LOGLINES}")
+def test_reference_exporter_lines_all_parse() -> None:
+    """A line set from another project's test suite: every line is a known event."""
+    stats = ReadStats()
+    chunks = list(read_chunks([_LOGLINES], ReadOptions(year=2026, timezone="UTC"), stats))
+    unparsed = pl.concat([c.unparsed for c in chunks])
+    assert stats.lines == 67
+    assert unparsed.height == 0, unparsed["line"].to_list()

@@ -119,10 +119,11 @@ KINDS: tuple[LineKind, ...] = (
        r"(?:, orig_queue_id=(?P<orig_queue_id>[^,]+))?"
        r"(?:, orig_client=(?P<orig_client_name>[^\[\s]*)\[(?P<orig_client_ip>[^\]]*)\])?$"),
     # smtpd (and postscreen) access decisions: reject, warn, hold, discard, filter, redirect.
+    # The from/to/proto/helo tail is missing on some postscreen lines ("too many connections").
     _k("reject", "smtpd postscreen", ACTIONS,
        rf"^{QID_OR_NOQUEUE}: (?P<action>reject|warn|hold|discard|filter|redirect|"
        rf"reject_warning|prepend): {STAGE} from {CLIENT}: "
-       rf"(?P<text>.*?){TAIL}", reject_text=True),
+       rf"(?P<text>.*?)(?:{TAIL[:-1]})?$", reject_text=True),
     _k("milter", "smtpd cleanup", "milter-reject milter-discard milter-hold milter-tempfail",
        rf"^{QID_OR_NOQUEUE}: milter-(?P<action>reject|discard|hold|tempfail): {STAGE} from "
        rf"{CLIENT}: (?P<text>.*?){TAIL}", reject_text=True),
@@ -139,7 +140,8 @@ KINDS: tuple[LineKind, ...] = (
        rf"^{QID}: from=<(?P<sender>.*?)>, size=(?P<size>\d+), nrcpt=(?P<nrcpt>\d+) "
        r"\(queue active\)$"),
     _k("expired", "qmgr", "from",
-       rf"^{QID}: from=<(?P<sender>.*?)>, status=(?P<status>expired), returned to sender$"),
+       rf"^{QID}: from=<(?P<sender>.*?)>, status=(?P<status>expired|force-expired), "
+       r"returned to sender$"),
     _k("removed", "qmgr", "removed", rf"^{QID}: removed$"),
     _k("delivery", DELIVERY, "to",
        rf"^{QID}: to=<(?P<recipient>.*?)>,(?: orig_to=<(?P<orig_recipient>.*?)>,)? "
@@ -168,8 +170,8 @@ KINDS: tuple[LineKind, ...] = (
        rf"^too many errors after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$"),
     _k("improper_pipelining", SMTPD, "improper",
        rf"^improper command pipelining after {STAGE} from {CLIENT}: ?(?P<detail>.*)$"),
-    _k("tls", "smtpd smtp lmtp", "Anonymous Trusted Verified Untrusted",
-       r"^(?P<detail>Anonymous|Trusted|Verified|Untrusted) TLS connection established "
+    _k("tls", "smtpd smtp lmtp", "Anonymous Trusted Verified Untrusted TLS",
+       r"^(?:(?P<detail>Anonymous|Trusted|Verified|Untrusted) )?TLS connection established "
        r"(?:from|to) (?P<client_name>[^\[\s]*)\[(?P<client_ip>[^\]\s]*)\](?::\d+)?: "
        r"(?P<tls>\S+) with cipher (?P<selector>\S+)"),
     _k("ps_connect", "postscreen", "CONNECT",
@@ -213,7 +215,7 @@ KINDS: tuple[LineKind, ...] = (
     # Recognised Postfix messages that carry nothing triage models; kept as events so they are
     # counted, never reported as unparsed.
     _k("warning", "*", "warning error fatal panic",
-       r"^(?P<action>warning|error|fatal|panic): (?P<detail>.*)$"),
+       rf"^(?:(?:{QID_RE}|NOQUEUE): )?(?P<action>warning|error|fatal|panic): (?P<detail>.*)$"),
     _k("postfix_info", "*", "*",
        r"^(?P<detail>statistics: .*|daemon started .*|reload .*|terminating on signal .*|"
        r"(?:starting|stopping|refreshing) the Postfix mail system|"
@@ -225,7 +227,8 @@ KINDS: tuple[LineKind, ...] = (
        r"(?:[0-9A-Za-z]+: )?conversation with .*|(?:[0-9A-Za-z]+: )?Cannot start TLS.*|"
        r"(?:[0-9A-Za-z]+: )?(?:warning: )?header .*|SSL_accept error .*|"
        r"(?:[0-9A-Za-z]+: )?replace: .*|(?:[0-9A-Za-z]+: )?(?:skipped|held|released).*|"
-       r"(?:[0-9A-Za-z]+: )?(?:from=<.*|to=<.*))$"),
+       r"(?:[0-9A-Za-z]+: )?(?:from=<.*|to=<.*)|table .* has changed -- restarting|"
+       r"(?:Placed on hold|Released from hold|Requeued|Deleted): \d+ messages?)$"),
 )
 
 KIND_NAMES = tuple(k.name for k in KINDS)

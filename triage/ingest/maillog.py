@@ -293,7 +293,7 @@ def conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
 # picks the candidate line kinds; regex captures over the whole line would cost several times
 # more, since their cost grows with the length of what they capture.
 _HEADER_RE = (
-    r"^(?P<ts_text>[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}|"
+    r"^(?P<ts_text>[A-Z][a-z]{2} (?: [1-9]|[0-9]{1,2}) [0-9]{2}:[0-9]{2}:[0-9]{2}|"
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
     r"(?:Z|[+-][0-9]{2}:?[0-9]{2})"
     r") (?P<host>[^ ]+) (?P<program>[^ \[:]+)(?:\[(?P<pid_text>[0-9]+)\])?: "
@@ -369,12 +369,24 @@ def _year_by_rollover(frame: pl.DataFrame, first_year: int, state: dict[str, int
 _TAG_CACHE: dict[str, tuple[str, str | None, str | None, str]] = {}
 
 
+POSTFIX_DAEMONS = frozenset({
+    "anvil", "bounce", "cleanup", "discard", "dnsblog", "error", "flush", "lmtp", "local",
+    "master", "oqmgr", "pickup", "pipe", "postalias", "postcat", "postconf", "postdrop",
+    "postfix", "postfix-script", "postkick", "postlock", "postlog", "postlogd", "postmap",
+    "postmulti", "postqueue", "postscreen", "postsuper", "proxymap", "qmgr", "qmqpd", "relay",
+    "retry", "scache", "sendmail", "showq", "smtp", "smtpd", "spawn", "tlsmgr", "tlsproxy",
+    "trace", "trivial-rewrite", "verify", "virtual",
+})
+
+
 def split_program(name: str) -> tuple[str, str | None, str | None, str]:
     """'postfix-out/submission/smtpd' -> (program name, instance, service, daemon)."""
     hit = _TAG_CACHE.get(name)
     if hit is None:
         m = _POSTFIX_TAG.match(name)
-        if m:
+        # Other daemons often log under a postfix/ name too (postfwd, postgrey, the Perl SPF
+        # policy server): they are counted as other programs, not read as Postfix lines.
+        if m and m.group(3) in POSTFIX_DAEMONS:
             service = m.group(2).strip("/") or None
             hit = (name, m.group(1), service, m.group(3))
         else:
