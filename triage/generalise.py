@@ -42,6 +42,7 @@ class Limits:
     min_messages: int = 2        # distinct spam messages behind any candidate
     min_sources: int = 2         # distinct spam addresses inside a network wider than a host
     min_hosts: int = 3           # distinct spam host names behind an rDNS/HELO regex
+    min_days: int = 2            # distinct days the spam behind a proposal arrived on
 
 
 def _frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
@@ -273,6 +274,8 @@ def header_candidates(spam: pd.DataFrame, shield: Shield, ham: pd.DataFrame,
     agg = agg[(agg["messages"] >= limits.min_messages) & (agg["sources"] >= limits.min_sources)
               & ~agg.index.str.lower().isin(ham_mailers) & (agg.index.str.len() >= 4)]
     for mailer, src in agg["sources"].items():
+        if shield.allowlist.mailer_reason(str(mailer)) is not None:
+            continue
         rows.append({"kind": RuleKind.HEADER.value,
                      "key": r"^X-Mailer:\s*" + pcre_literal(str(mailer), anchored=False)
                      + r"\s*$", "anchor": f"x-mailer:{str(mailer).lower()}",

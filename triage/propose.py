@@ -57,6 +57,7 @@ class ProposeOptions:
     allowlist_files: tuple[str, ...] = ()
     first_id: int = 1              # ids of the proposals: R{first_id:04d} ...
     unknown_penalty: float = 0.5   # score lost per delivered log message of unknown label
+    now: pd.Timestamp | None = None  # end of the ham lookback (default: newest ham message)
 
 
 @dataclass
@@ -101,14 +102,19 @@ def propose(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = None
     opts = options or ProposeOptions()
     say = progress or (lambda _msg: None)
     spam, ham = featured(spam, opts), featured(ham, opts)
-    shield = build_shield(ham, logs=logs, lookback_days=opts.lookback_days,
+    shield = build_shield(ham, logs=logs, now=opts.now, lookback_days=opts.lookback_days,
                           allowlist_files=opts.allowlist_files, featured=True)
+    relayed = spam["list_id"].notna() if "list_id" in spam else pd.Series(False, spam.index)
+    hosts = [*opts.my_hostnames, *pd.concat([spam.get("host", pd.Series(dtype=object)),
+                                             ham.get("host", pd.Series(dtype=object))])
+             .dropna().unique()]
+    shield = shield.with_relays(spam[relayed], [str(h) for h in hosts if "*" not in str(h)])
     labels, table = campaigns(spam, shield)
     say(f"{len(table)} campaigns")
     cands = _candidates(spam, ham, shield, opts)
     in_force = {(r.kind.value, r.key) for r in active}
-    cands = cands[[(k, key) not in in_force for k, key in
-                   zip(cands["kind"], cands["key"], strict=True)]]
+    cands = cands[np.array([(k, key) not in in_force for k, key in
+                            zip(cands["kind"], cands["key"], strict=True)], dtype=bool)]
     say(f"{len(cands)} candidates")
     known = pd.concat([spam.get("queue_id", pd.Series(dtype=object)),
                        ham.get("queue_id", pd.Series(dtype=object))]).dropna()
@@ -131,7 +137,8 @@ def select(tested: pd.DataFrame, hits: pd.DataFrame, opts: ProposeOptions) -> li
     """Greedy weighted set cover over the spam rows (lazy: a candidate's gain only shrinks).
     Header candidates only gain on rows no eligible connection candidate covers."""
     ok = tested[(tested["ham_hits"] == 0)
-                & (tested["spam_hits"] >= opts.limits.min_messages)]
+                & (tested["spam_hits"] >= opts.limits.min_messages)
+                & (tested.get("days", opts.limits.min_days) >= opts.limits.min_days)]
     if ok.empty:
         return []
     h = hits[hits["cand"].isin(ok["cand"])]

@@ -15,9 +15,10 @@ values kept here (a CIDR must contain no ham IP, a regex must match no ham name)
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -38,10 +39,18 @@ class Allowlist:
     domains: dict[str, str] = field(default_factory=dict)
     rdns: dict[str, str] = field(default_factory=dict)
     networks: tuple[tuple[IPNetwork, str], ...] = ()
+    mailers: tuple[str, ...] = ()
 
     def merged(self, other: Allowlist) -> Allowlist:
         return Allowlist({**self.domains, **other.domains}, {**self.rdns, **other.rdns},
-                         self.networks + other.networks)
+                         self.networks + other.networks, self.mailers + other.mailers)
+
+    def mailer_reason(self, mailer: str) -> str | None:
+        """Why a header rule on this X-Mailer value is refused (a mainstream client)."""
+        for pat in self.mailers:
+            if re.search(pat, mailer, re.I):
+                return f"allowlist: mail client {pat!r}"
+        return None
 
 
 def load_allowlist(path: str | Path) -> Allowlist:
@@ -65,7 +74,8 @@ def load_allowlist(path: str | Path) -> Allowlist:
                 nets.append((ipaddress.ip_network(str(n), strict=False), name))
             except ValueError as exc:
                 raise ConfigError(f"bad network {n!r} for {name}", file=p) from exc
-    return Allowlist(domains, rdns, tuple(nets))
+    mailers = tuple(str(m) for m in data.get("mailers", {}).get("patterns", []))
+    return Allowlist(domains, rdns, tuple(nets), mailers)
 
 
 def _set(values: Iterable[object]) -> frozenset[str]:
@@ -85,6 +95,21 @@ class Shield:
     domains: frozenset[str] = frozenset()
     ham_senders: frozenset[str] = frozenset()
     allowlist: Allowlist = field(default_factory=Allowlist)
+
+    def with_relays(self, relayed: pd.DataFrame, own_hosts: Iterable[str] = ()) -> Shield:
+        """Add the connection values of spam that a mailing list relayed (it carries
+        List-Id: the client is the list server, which also brings ham) and our own
+        domains (from the trusted hop's host names)."""
+        own = _set(registered_domain(h) for h in own_hosts)
+        return replace(
+            self,
+            ham_ips=self.ham_ips | _set(relayed["client_ip"]),
+            networks=self.networks | _set(relayed["net"]),
+            ham_names=self.ham_names | _set(relayed["client_name"]),
+            ham_helos=self.ham_helos | _set(relayed["helo"]),
+            rdns_domains=self.rdns_domains | _set(relayed["rdns_domain"]) | own,
+            domains=self.domains | _set(relayed["sender_domain"]) | own,
+            ham_senders=self.ham_senders | _set(relayed["envelope_sender"]))
 
     def domain_reason(self, domain: str | None) -> str | None:
         """Why a sender/From domain may not be blocked, or None when it may."""
