@@ -1,0 +1,20 @@
+"""The only place that reads from stdin: questions for `triage review`."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+
+def stdin_is_terminal() -> bool:
+    """Whether questions can be asked (tests replace this to drive prompts)."""
+    return sys.stdin.isatty()
+
+
+def ask(question: str, default: str = "") -> str:
+    """One line of answer; EOF counts as "q" so a closed stdin never hangs the review."""
+    try:
+        return str(typer.prompt(question, default=default, show_default=False))
+    except (EOFError, typer.Abort):
+        return "q"
