@@ -45,27 +45,18 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point: domain errors become one line on stderr and exit 1."""
+    """Console-script entry point: domain errors become one line on stderr and exit 1.
+
+    Usage errors are click's (exit 2, with the usage line); Ctrl-C exits 130.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except TriageError as exc:
         typer.echo(f"triage: error: {exc}", err=True)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("Aborted.", err=True)
-        sys.exit(130)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 # Commands are defined in their own modules and registered here, so parallel work on

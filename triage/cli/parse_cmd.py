@@ -79,6 +79,15 @@ def parse_command(
     typer.echo(f"triage parse: {stats.lines} lines in {len(stats.files)} file(s): {rows}; "
                f"{stats.unparsed} unparsed, {stats.skipped_duplicate_lines} duplicate lines "
                "skipped", err=True)
+    from triage.ingest.extract import MILTER_PROGRAMS
+    from triage.ingest.maillog import split_program
+
+    others = {p: n for p, n in stats.programs.items()
+              if split_program(p)[1] is None and p not in MILTER_PROGRAMS}
+    if others:
+        top = sorted(others.items(), key=lambda kv: -kv[1])[:8]
+        typer.echo("other programs (counted, not parsed): "
+                   + ", ".join(f"{p} {n}" for p, n in top), err=True)
 
 
 @app.command("explain")

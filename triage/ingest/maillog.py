@@ -71,6 +71,8 @@ class Chunk:
     events: pl.DataFrame
     unparsed: pl.DataFrame
     lines: int
+    # lines per program name of the lines with a syslog header (mail programs and others)
+    programs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,7 +80,7 @@ class ReadStats:
     lines: int = 0
     events: int = 0
     unparsed: int = 0
-    programs: Counter[str] = field(default_factory=Counter)  # lines per program (all programs)
+    programs: Counter[str] = field(default_factory=Counter)  # lines per program, all programs
     files: list[str] = field(default_factory=list)
     skipped_duplicate_lines: int = 0
 
@@ -264,6 +266,7 @@ def parse_block(block: bytes, file: str, first_line_no: int, is_last: bool,
         "line_no", pl.lit("no syslog header (timestamp host program:)").alias("reason"), "line"))
     # From here on the line is carried as its parts; it is rebuilt for the rare unparsed row.
     frame = _tag_columns(frame.filter(~no_header).drop("line", "trad", "ts"))
+    programs = dict(frame.group_by("program").len().iter_rows())
     stamps = frame.select("line_no", "ts_text")
     frame = frame.drop("ts_text")
     events, unknown = extract_events(frame, opts.rule_id_pattern)
@@ -280,7 +283,7 @@ def parse_block(block: bytes, file: str, first_line_no: int, is_last: bool,
     events = events.with_columns(pl.lit(file).alias("file"))
     return Chunk(events=conform(events, EVENT_SCHEMA),
                  unparsed=unparsed_df.select(list(UNPARSED_SCHEMA)).sort("line_no"),
-                 lines=n_lines)
+                 lines=n_lines, programs=programs)
 
 
 def conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
@@ -444,8 +447,7 @@ def read_chunks(paths: Sequence[str | Path], opts: ReadOptions | None = None,
                 last = tmax if last is None else max(last, tmax)  # type: ignore[type-var,assignment]
             stats.events += chunk.events.height
             stats.unparsed += chunk.unparsed.height
-            for prog, n in chunk.events.group_by("program").len().iter_rows():
-                stats.programs[prog] += n
+            stats.programs.update(chunk.programs)
             yield chunk
         if not is_secondary and first is not None and last is not None:
             spans.append((first, last))

@@ -1,0 +1,114 @@
+"""`triage parse` and `triage explain` through the command line, and help for every command."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from triage.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAIN = ROOT / "tests" / "samples" / "chain" / "mail.log"
+runner = CliRunner()
+
+
+def _triage(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "triage.cli", *args], capture_output=True,
+                          text=True, input=stdin, cwd=ROOT)
+
+
+def test_parse_jsonl_to_stdout() -> None:
+    res = _triage("parse", str(CHAIN), "--year", "2026", "--table", "rejects")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["reason_class"] for r in rows] == ["unknown_user", "header"]
+    assert rows[0]["time"].startswith("2026-11-28T08:00:01")
+    assert "rejects 2" in res.stderr and "0 unparsed" in res.stderr
+
+
+def test_parse_all_tables_as_parquet(tmp_path: Path) -> None:
+    res = _triage("parse", str(CHAIN), "--year", "2026", "--table", "all", "--format",
+                  "parquet", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    sizes = {p.stem: pl.read_parquet(p).height for p in (tmp_path / "out").glob("*.parquet")}
+    assert sizes == {"events": 25, "sessions": 4, "messages": 3, "deliveries": 2,
+                     "rejects": 2, "unparsed": 0}
+    messages = pl.read_parquet(tmp_path / "out" / "messages.parquet")
+    assert messages.schema["first_seen"] == pl.Datetime("us", "UTC")
+
+
+def test_parse_csv_to_file_is_complete(tmp_path: Path) -> None:
+    out = tmp_path / "sessions.csv"
+    res = _triage("parse", str(CHAIN), "--year", "2026", "--table", "sessions", "--format",
+                  "csv", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    frame = pl.read_csv(out)
+    assert frame.height == 4 and "client_ip" in frame.columns
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_parse_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
+    res = _triage("parse", str(tmp_path / "nope.log"))
+    assert res.returncode == 1
+    assert res.stderr.strip().count("\n") == 0 and "no such log file" in res.stderr
+
+
+def test_parse_bad_option_is_a_usage_error() -> None:
+    res = _triage("parse", str(CHAIN), "--table", "nonsense")
+    assert res.returncode == 2
+
+
+def test_explain_a_reject_line() -> None:
+    line = ("Nov 28 08:49:01 mx postfix/smtpd[1203]: NOQUEUE: reject: RCPT from "
+            "unknown[203.0.113.5]: 554 5.7.1 <unknown[203.0.113.5]>: Client host rejected: "
+            "blocked by rule R0042; from=<a@spam.example> to=<bob@example.org> proto=ESMTP "
+            "helo=<spam.example>")
+    res = runner.invoke(app, ["explain", line, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["kind"] == "reject"
+    assert out["fields"]["rule_id"] == "R0042" and out["fields"]["helo"] == "spam.example"
+    assert out["candidate_kinds"][0] == "reject"
+
+
+def test_explain_says_why_a_line_is_not_an_event() -> None:
+    res = runner.invoke(app, ["explain", "Nov 28 08:49:01 mx postfix/smtpd[1]: connect from",
+                              "--json"])
+    assert res.exit_code == 0
+    out = json.loads(res.output)
+    assert out["kind"] is None and "unrecognised" in out["unparsed_reason"]
+    res = runner.invoke(app, ["explain", "Nov 28 08:49:01 mx dovecot: imap-login: hi",
+                              "--json"])
+    assert json.loads(res.output)["note"].startswith("not a mail program line")
+
+
+def _commands() -> list[str]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    names = []
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        subs = getattr(cmd, "commands", None)
+        names += [f"{name} {sub}" for sub in subs] if subs else [name]
+    return sorted(names)
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help(command: str) -> None:
+    res = runner.invoke(app, [*command.split(), "--help"])
+    assert res.exit_code == 0
+    assert len(res.output.strip()) > 40
+
+
+@pytest.mark.parametrize("command", ["parse", "explain", "mail"])
+def test_command_is_described_in_the_readme(command: str) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert re.search(rf"triage {re.escape(command)}\b", readme), \
+        f"`triage {command}` is not described in README.md"
