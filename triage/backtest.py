@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -276,7 +277,8 @@ def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
 
 def _overlap(active: Sequence[Rule], spam: pd.DataFrame, hits: pd.DataFrame) -> pd.Series:
     """Per candidate: its spam rows that the active rules refuse already."""
-    maps = MapSet.from_rules(active)
+    maps = MapSet.from_rules([r if r.state.emitted else replace(r, state=RuleState.ACTIVE)
+                              for r in active])
     rows = np.unique(hits["row"].to_numpy().astype(int))
     refused = {r for r in rows if check_row(maps, spam.iloc[r]).refused}
     return hits[hits["row"].isin(refused)].groupby("cand").size()
@@ -307,7 +309,9 @@ def refused(rules: Sequence[Rule], table: pd.DataFrame) -> pd.Series:
                         "from_address", "x_mailer") if c in table]
     if not rules or not len(table):
         return pd.Series([None] * len(table), index=table.index, dtype=object)
-    maps = MapSet.from_rules(rules)
+    # proposals are replayed as if approved (MapSet only renders rules in force)
+    maps = MapSet.from_rules([r if r.state.emitted else replace(r, state=RuleState.ACTIVE)
+                              for r in rules])
     key = table[cols].astype(object).where(table[cols].notna(), None)
     codes, uniq = pd.factorize(pd.Series(list(map(tuple, key.to_numpy())), index=table.index))
     verdicts = [check_row(maps, pd.Series(dict(zip(cols, u, strict=True)))) for u in uniq]

@@ -108,7 +108,8 @@ def propose(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = None
     hosts = [*opts.my_hostnames, *pd.concat([spam.get("host", pd.Series(dtype=object)),
                                              ham.get("host", pd.Series(dtype=object))])
              .dropna().unique()]
-    shield = shield.with_relays(spam[relayed], [str(h) for h in hosts if "*" not in str(h)])
+    shield = shield.with_relays(spam[relayed], [str(h) for h in hosts if "*" not in str(h)],
+                                spam)
     labels, table = campaigns(spam, shield)
     say(f"{len(table)} campaigns")
     cands = _candidates(spam, ham, shield, opts)

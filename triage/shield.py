@@ -96,14 +96,21 @@ class Shield:
     ham_senders: frozenset[str] = frozenset()
     allowlist: Allowlist = field(default_factory=Allowlist)
 
-    def with_relays(self, relayed: pd.DataFrame, own_hosts: Iterable[str] = ()) -> Shield:
+    def with_relays(self, relayed: pd.DataFrame, own_hosts: Iterable[str] = (),
+                    spam: pd.DataFrame | None = None) -> Shield:
         """Add the connection values of spam that a mailing list relayed (it carries
         List-Id: the client is the list server, which also brings ham) and our own
-        domains (from the trusted hop's host names)."""
+        domains (from the trusted hop's host names). A ``spam`` client whose HELO or rDNS
+        lies in our own domains is our own relay (a forwarder, a backup MX) or a forger; the
+        HELO rule catches forgers, so its address is no evidence for an address rule."""
         own = _set(registered_domain(h) for h in own_hosts)
+        claims_ours: list[object] = []
+        if spam is not None and len(spam):
+            mine = spam["helo_domain"].isin(own) | spam["rdns_domain"].isin(own)
+            claims_ours = list(spam.loc[mine, "client_ip"])
         return replace(
             self,
-            ham_ips=self.ham_ips | _set(relayed["client_ip"]),
+            ham_ips=self.ham_ips | _set(relayed["client_ip"]) | _set(claims_ours),
             networks=self.networks | _set(relayed["net"]),
             ham_names=self.ham_names | _set(relayed["client_name"]),
             ham_helos=self.ham_helos | _set(relayed["helo"]),

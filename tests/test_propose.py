@@ -1,0 +1,114 @@
+"""Generalisers and the proposal run: nothing ever reaches known ham."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import pandas as pd
+from helpers_campaign import frame, row
+
+from triage.features import add_features
+from triage.generalise import (
+    Limits,
+    cidr_candidates,
+    name_pattern,
+    rdns_candidates,
+    sender_candidates,
+)
+from triage.model import RuleKind
+from triage.propose import ProposeOptions, propose
+from triage.shield import build_shield
+
+
+def _spam_from(ips: list[str], days: int = 3) -> pd.DataFrame:
+    return add_features(frame([row("spam", i % days, ip, None, "x.example.net",
+                                   f"s{i}@spam.example") for i, ip in enumerate(ips)]))
+
+
+def test_cidr_grows_over_spam_but_never_over_ham() -> None:
+    spam = _spam_from([f"198.51.100.{i}" for i in (1, 2, 5, 9, 130, 140)])
+    ham = frame([row("ham", 0, "198.51.100.200", "mail.example.org", "mail.example.org",
+                     "a@example.org")])
+    shield = build_shield(ham)
+    cands = cidr_candidates(spam, shield, Limits(v4_widest=24))
+    nets = [ipaddress.ip_network(k) for k in cands["key"]]
+    assert nets, "the spam block yields a network"
+    ham_ip = ipaddress.ip_address("198.51.100.200")
+    assert all(ham_ip not in n for n in nets)
+    assert all(n.prefixlen >= 24 for n in nets)
+    # 198.51.100.0/25 holds 4 spam sources and no ham: it is reached
+    assert ipaddress.ip_network("198.51.100.0/25") in nets
+
+
+def test_cidr_single_host_needs_two_messages() -> None:
+    spam = _spam_from(["192.0.2.1"])
+    assert cidr_candidates(spam, build_shield(frame([]))).empty
+    spam = _spam_from(["192.0.2.1", "192.0.2.1"])
+    assert cidr_candidates(spam, build_shield(frame([])))["key"].tolist() == ["192.0.2.1/32"]
+
+
+def test_ipv6_stays_within_bounds() -> None:
+    spam = _spam_from([f"2001:db8:0:{i}::1" for i in range(4)])
+    cands = cidr_candidates(spam, build_shield(frame([])), Limits(v6_widest=48))
+    nets = [ipaddress.ip_network(k) for k in cands["key"]]
+    assert nets and all(48 <= n.prefixlen <= 64 for n in nets)
+
+
+def test_name_pattern_anchored_on_registered_domain() -> None:
+    p = name_pattern("adsl-198-51-100-7.pool.example.net", "example.net", 1)
+    assert p is not None and p.endswith(r"\.example\.net$") and p.startswith("^")
+    assert re.search(p, "adsl-192-0-2-1.pool.example.net")
+    assert not re.search(p, "adsl-1-2-3-4.pool.example.net.evil.example")
+    assert name_pattern("mail.example.net", "example.net", 3) == r"(^|\.)example\.net$"
+
+
+def test_rdns_regex_never_matches_a_ham_name() -> None:
+    spam = add_features(frame([row("spam", i, f"198.51.100.{i}", f"dsl-{i}.pool.example.net",
+                                   "x", f"a{i}@spam.example") for i in range(1, 7)]))
+    ham_name = "dsl-99.pool.example.net"
+    ham = frame([row("ham", 0, "192.0.2.99", ham_name, "x", "b@example.org")])
+    cands = rdns_candidates(spam, build_shield(ham), Limits())
+    assert all(not re.search(k, ham_name, re.I) for k in cands["key"])
+    # without that ham name the same spam gives a pattern that does match the pool
+    free = rdns_candidates(spam, build_shield(frame([])), Limits())
+    assert any(re.search(k, ham_name, re.I) for k in free["key"])
+
+
+def test_rdns_regex_needs_several_hosts() -> None:
+    spam = add_features(frame([row("spam", i, "198.51.100.1", "dsl-1.pool.example.net", "x",
+                                   f"a{i}@spam.example") for i in range(5)]))
+    assert rdns_candidates(spam, build_shield(frame([])), Limits(min_hosts=3)).empty
+
+
+def test_sender_domains_refuse_suffixes_shielded_and_providers() -> None:
+    senders = ["a@bad.example", "b@bad.example", "c@gmail.com", "d@gmail.com",
+               "e@ham.example", "f@ham.example", "g@co.uk", "h@co.uk"]
+    spam = add_features(frame([row("spam", i, f"198.51.100.{i}", None, "x", s)
+                               for i, s in enumerate(senders)]))
+    ham = frame([row("ham", 0, "192.0.2.1", None, "x", "friend@ham.example")])
+    keys = set(sender_candidates(spam, build_shield(ham))["key"])
+    assert keys == {"bad.example"}
+
+
+def test_planted_campaign_is_proposed_and_ham_untouched() -> None:
+    noise = [row("spam", i % 7, f"203.0.113.{i % 200 + 1}", None, f"h{i}.example{i}.com",
+                 f"n{i}@noise{i}.example") for i in range(300)]
+    planted = [row("spam", i % 5, f"198.51.100.{i % 8 + 1}", f"{i % 8 + 1}.cable.example.net",
+                   "promo.example.biz", f"deal{i}@promo.example") for i in range(40)]
+    ham = [row("ham", i % 7, "192.0.2.10", "mail.example.org", "mail.example.org",
+               f"friend{i}@example.org") for i in range(30)]
+    ham.append(row("ham", 3, "198.51.100.200", "200.cable.example.net", "pc.example.net",
+                   "neighbour@example.com"))
+    result = propose(frame(noise + planted), frame(ham),
+                     options=ProposeOptions(my_hostnames=("mx.example.org",)))
+    assert 1 <= len(result.rules) <= 15
+    from triage.backtest import refused
+    spam_ref = refused(result.rules, add_features(frame(planted)))
+    assert spam_ref.notna().mean() >= 0.9, "the planted campaign is refused"
+    assert refused(result.rules, add_features(frame(ham))).isna().all(), "no ham refused"
+    kinds = {r.kind for r in result.rules}
+    assert kinds & {RuleKind.CLIENT_CIDR, RuleKind.CLIENT_NAME, RuleKind.SENDER_DOMAIN}
+    for r in result.rules:
+        assert r.evidence.ham_hits == 0 and r.evidence.spam_hits >= 2
+        assert r.evidence.days >= 2
