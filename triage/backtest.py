@@ -14,6 +14,7 @@ log's connections (``log_rows``): delivered messages, refused attempts, sessions
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -21,9 +22,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from triage.emit.postfix import MapSet, Verdict, render_line, sender_lookup_keys
+from triage.emit.postfix import Hit, MapSet, Verdict, render_line, sender_lookup_keys
 from triage.emit.tables import Table, parse_table
-from triage.features import add_features
+from triage.features import to_text
 from triage.model import Rule, RuleKind, RuleState
 
 __all__ = ["confirm_no_ham", "log_rows", "match", "summarise", "to_rule"]
@@ -36,9 +37,25 @@ def to_rule(kind: str, key: str, rid: str = "R0000") -> Rule:
     return Rule(rid, RuleKind(kind), key, state=RuleState.ACTIVE)
 
 
-def _tables(cands: pd.DataFrame) -> list[Table]:
-    return [parse_table(render_line(to_rule(k, key)), RuleKind(k).table)
-            for k, key in zip(cands["kind"], cands["key"], strict=True)]
+@functools.lru_cache(maxsize=65536)
+def _table_for(kind: str, key: str) -> Table:
+    """The one-line map of a candidate, as the emitter writes it and the matcher reads it."""
+    return parse_table(render_line(to_rule(kind, key)), RuleKind(kind).table)
+
+
+class _Tables:
+    """Candidate maps built on first use: most candidates never meet a value to confirm."""
+
+    def __init__(self, cands: pd.DataFrame) -> None:
+        self._keys = list(zip(cands["kind"], cands["key"], strict=True))
+
+    def __getitem__(self, i: int) -> Table:
+        kind, key = self._keys[i]
+        return _table_for(str(kind), str(key))
+
+
+def _tables(cands: pd.DataFrame) -> _Tables:
+    return _Tables(cands)
 
 
 def _suffix_probes(values: pd.Series, prefix: str = "") -> pd.DataFrame:
@@ -61,7 +78,7 @@ def _literal_probes(values: pd.Series, prefix: str = "") -> pd.DataFrame:
                         dtype=object)
 
 
-def _confirm(pairs: pd.DataFrame, tables: Sequence[Table], lookup_keys: Callable[[str], list[str]]
+def _confirm(pairs: pd.DataFrame, tables: _Tables, lookup_keys: Callable[[str], list[str]]
              ) -> pd.DataFrame:
     """Keep the (cand, value) pairs the matcher says match."""
     if pairs.empty:
@@ -72,7 +89,7 @@ def _confirm(pairs: pd.DataFrame, tables: Sequence[Table], lookup_keys: Callable
     return pairs[np.array(ok, dtype=bool)]
 
 
-def _anchored_hits(cands: pd.DataFrame, tables: Sequence[Table], column: pd.Series,
+def _anchored_hits(cands: pd.DataFrame, tables: _Tables, column: pd.Series,
                    probes: pd.DataFrame, lookup_keys: Callable[[str], list[str]]
                    ) -> pd.DataFrame:
     anchors = cands[["cand", "anchor"]].assign(probe=cands["anchor"].str.split("|")) \
@@ -99,7 +116,7 @@ def _ipv4_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ok_np, ints
 
 
-def _ip_hits(cands: pd.DataFrame, tables: Sequence[Table], ips: pd.Series) -> pd.DataFrame:
+def _ip_hits(cands: pd.DataFrame, tables: _Tables, ips: pd.Series) -> pd.DataFrame:
     """Rows whose client address lies in a candidate network: per prefix length one integer
     mask and one index lookup, then the matcher confirms each (network, address) pair."""
     uniq = np.asarray(pd.unique(ips.dropna()), dtype=object)
@@ -155,7 +172,7 @@ def match(cands: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).drop_duplicates(ignore_index=True)
 
 
-def _kind_hits(kind: RuleKind, cands: pd.DataFrame, tables: Sequence[Table],
+def _kind_hits(kind: RuleKind, cands: pd.DataFrame, tables: _Tables,
                table: pd.DataFrame) -> pd.DataFrame | None:
     if kind is RuleKind.CLIENT_CIDR:
         return _ip_hits(cands, tables, table["client_ip"])
@@ -227,11 +244,14 @@ def log_rows(logs: object, known_queue_ids: Iterable[str] = ()) -> pd.DataFrame:
         parts.append(pd.DataFrame(columns=["client_ip", "client_name", "helo",
                                            "envelope_sender", "time", "outcome", "known"]))
     rows = pd.concat(parts, ignore_index=True)
-    feats = add_features(rows[["client_ip", "client_name", "helo", "envelope_sender",
-                               "time"]])
-    for col in ("outcome", "known"):
-        feats[col] = rows[col].to_numpy()
-    return feats
+    # Only the normalised lookup values are needed here, not the shapes: a log holds
+    # millions of attempts.
+    out = pd.DataFrame({c: to_text(rows[c]) for c in ("client_name", "helo",
+                                                      "envelope_sender")})
+    out["client_ip"] = rows["client_ip"].astype(object).where(rows["client_ip"].notna(), None)
+    for col in ("time", "outcome", "known"):
+        out[col] = rows[col].to_numpy()
+    return out
 
 
 def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
@@ -302,21 +322,59 @@ def check_row(maps: MapSet, row: pd.Series) -> Verdict:
                       headers=headers)
 
 
+def _field_ids(values: pd.Series, decide: Callable[[object], Hit | None]) -> pd.Series:
+    """Rule id refusing each value (decided once per distinct value); None otherwise."""
+    codes, uniq = pd.factorize(values, use_na_sentinel=True)
+    ids = []
+    for u in uniq:
+        hit = decide(u)
+        ids.append(hit.rule_id if hit is not None and hit.verb != "WARN" else None)
+    return pd.Series([ids[c] if c >= 0 else None for c in codes], index=values.index,
+                     dtype=object)
+
+
 def refused(rules: Sequence[Rule], table: pd.DataFrame) -> pd.Series:
     """Per row of ``table``: the rule id that refuses it with ``rules`` in force, or None.
-    Distinct feature tuples are checked once."""
-    cols = [c for c in ("client_ip", "client_name", "helo", "envelope_sender",
-                        "from_address", "x_mailer") if c in table]
+
+    The same walk as ``MapSet.check`` (the first restriction in main.cf order that finds a
+    rejecting entry wins), taken one restriction at a time: each depends on one field only
+    (client name and address, HELO, sender, one header line), so each distinct value is
+    looked up once, whatever the number of rows."""
+    none = pd.Series([None] * len(table), index=table.index, dtype=object)
     if not rules or not len(table):
-        return pd.Series([None] * len(table), index=table.index, dtype=object)
+        return none
     # proposals are replayed as if approved (MapSet only renders rules in force)
     maps = MapSet.from_rules([r if r.state.emitted else replace(r, state=RuleState.ACTIVE)
                               for r in rules])
-    key = table[cols].astype(object).where(table[cols].notna(), None)
-    codes, uniq = pd.factorize(pd.Series(list(map(tuple, key.to_numpy())), index=table.index))
-    verdicts = [check_row(maps, pd.Series(dict(zip(cols, u, strict=True)))) for u in uniq]
-    ids = [v.rule_id if v.refused else None for v in verdicts]
-    return pd.Series([ids[c] for c in codes], index=table.index, dtype=object)
+    present = {r.kind for r in rules}
+
+    def col(name: str) -> pd.Series:
+        if name not in table:
+            return pd.Series([None] * len(table), index=table.index, dtype=object)
+        c = table[name].astype(object)
+        return c.where(c.notna(), None)
+
+    steps: list[pd.Series] = []
+    ip, name = col("client_ip"), col("client_name")
+    for kind in (RuleKind.CLIENT_CIDR, RuleKind.CLIENT_NAME):
+        if kind in present:
+            pair = pd.Series(list(zip(name, ip, strict=True)), index=table.index)
+            steps.append(_field_ids(pair, lambda p, k=kind: maps.lookup(  # type: ignore[misc]
+                k, [x for x in (p[0] or ("unknown" if p[1] else None), p[1]) if x])))
+    if RuleKind.HELO in present:
+        steps.append(_field_ids(col("helo"), lambda h: maps.lookup(RuleKind.HELO, [str(h)])))
+    if RuleKind.SENDER_DOMAIN in present:
+        steps.append(_field_ids(col("envelope_sender"), lambda a: maps.lookup(
+            RuleKind.SENDER_DOMAIN, sender_lookup_keys(str(a)))))
+    if RuleKind.HEADER in present:
+        frm = col("from_address").map(lambda a: f"From: {a}" if a else None)
+        xm = col("x_mailer").map(lambda m: f"X-Mailer: {str(m).strip()}" if m else None)
+        for lines in (frm, xm):
+            steps.append(_field_ids(lines, lambda h: maps.lookup(RuleKind.HEADER, [str(h)])))
+    out = none
+    for ids in steps:
+        out = out.where(out.notna(), ids)
+    return out
 
 
 def confirm_no_ham(rules: Sequence[Rule], ham: pd.DataFrame) -> set[str]:

@@ -184,15 +184,17 @@ def _pattern_candidates(values: pd.DataFrame, ham_values: Iterable[str], kind: R
     for level in (1, 2, 3):
         if level == 3:
             v = v[~v["domain"].isin(blocked_domains)]
-        pats = [name_pattern(n, d, level) for n, d in zip(v["name"], v["domain"], strict=True)]
-        g = pd.DataFrame({"pattern": pats, "name": v["name"].to_numpy(),
-                          "domain": v["domain"].to_numpy(), "msg": 1}).dropna()
+        # one pattern per distinct (name, domain), mapped back to the messages
+        pairs = v[["name", "domain"]].value_counts().reset_index(name="msg")
+        pats = [name_pattern(n, d, level)
+                for n, d in zip(pairs["name"], pairs["domain"], strict=True)]
+        g = pairs.assign(pattern=pd.Series(pats, index=pairs.index, dtype=object)).dropna()
         agg = g.groupby(["pattern", "domain"]).agg(hosts=("name", "nunique"),
-                                                    messages=("msg", "sum")).reset_index()
+                                                   messages=("msg", "sum")).reset_index()
         agg = agg[(agg["hosts"] >= limits.min_hosts) & (agg["messages"] >= limits.min_messages)]
         for pat, dom, hosts in agg[["pattern", "domain", "hosts"]].itertuples(index=False):
-            rx = re.compile(pat, re.I | re.ASCII)
-            if any(rx.search(h) for h in ham_by_domain.get(dom, ())):
+            ham_here = ham_by_domain.get(dom, ())
+            if ham_here and any(re.search(pat, h, re.I | re.ASCII) for h in ham_here):
                 continue
             rows.append({"kind": kind.value, "key": pat, "anchor": dom,
                          "generaliser": f"{kind.value}_level{level}", "sources": int(hosts)})
