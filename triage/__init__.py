@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "read_mailboxes", "read_maillog"]
+__all__ = ["__version__", "load_history", "read_mailboxes", "read_maillog"]
 
 
 def read_mailboxes(
@@ -37,3 +37,11 @@ def read_maillog(paths: str | Path | Sequence[str | Path], year: int | None = No
     from triage.ingest.logtables import read_maillog as _read_maillog
 
     return _read_maillog(paths, year=year, timezone=timezone, rule_id_pattern=rule_id_pattern)
+
+
+def load_history(state_dir: str | Path, weeks: Sequence[str] | None = None) -> Any:
+    """The history a scan wrote under ``state_dir``: an object with DataFrames ``.sessions
+    .messages .deliveries .rejects .mail``; see ``triage.store.load_history``."""
+    from triage.store import load_history as _load_history
+
+    return _load_history(state_dir, weeks)

@@ -116,9 +116,10 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
         inputs = plan_reads(logs, state.cursors, opts)
         hosts = _read_logs(inputs, opts, gen.add, report, result)
         seen = store.seen(state)
-        names = list(cfg.my_hostnames) or _hostnames(hosts) or _hostnames(
-            set(store.read("messages").get_column("host").unique().drop_nulls().to_list())
-            if store.files("messages") else set())
+        names = list(cfg.my_hostnames) or _hostnames(hosts)
+        if not names and store.files("messages"):
+            names = _hostnames(set(store.read("messages", columns=["host"])
+                                   .get_column("host").unique().drop_nulls().to_list()))
         for role, folder in folders:
             key = str(folder.resolve())
             new = _read_folder(folder, role, names, cfg, seen.setdefault(key, set()), report)

@@ -147,9 +147,10 @@ class Store:
         """ISO weeks that have rows of ``table``, oldest first."""
         return sorted({f.parent.name[5:] for f in self.files(table)} - {NO_WEEK})
 
-    def read(self, table: str, weeks: Iterable[str] | None = None) -> pl.DataFrame:
+    def read(self, table: str, weeks: Iterable[str] | None = None,
+             columns: list[str] | None = None) -> pl.DataFrame:
         """One table of the history (polars), all weeks or the given ones."""
-        frames = [pl.read_parquet(f) for f in self.files(table, weeks)]
+        frames = [pl.read_parquet(f, columns=columns) for f in self.files(table, weeks)]
         frames = [f for f in frames if f.height]
         if not frames:
             return pl.DataFrame()

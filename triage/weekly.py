@@ -65,7 +65,11 @@ def week_summary(store: Store, week: str | None = None) -> dict[str, Any]:
     spam = mail.filter(pl.col("role") == "spam") if mail.height else mail
     ham = mail.filter(pl.col("role") == "ham") if mail.height else mail
     hits = rule_hits(rejects)
-    bad = ham_hits(rejects, store.read("mail"), sessions, messages)
+    # Ham may be found in any week's folders; read only what the join needs, and only
+    # when some rule fired.
+    mail_all = store.read("mail", columns=["host", "queue_id", "role"]) \
+        if hits.height else pl.DataFrame()
+    bad = ham_hits(rejects, mail_all, sessions, messages)
     return {
         "week": week,
         "received": {"connections": sessions.height, "messages": inbound.height,
