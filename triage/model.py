@@ -113,6 +113,7 @@ class Evidence:
     campaign: str = ""
     spam_hits: int = 0
     ham_hits: int = 0
+    overlap_active: int = 0        # spam hits that rules in force refuse already
     messages: int = 0              # distinct spam messages covered
     days: int = 0                  # distinct days those messages arrived on
     first_seen: datetime | None = None

@@ -51,7 +51,7 @@ TRANSITIONS: dict[RuleState, tuple[RuleState, ...]] = {
 
 _TOP = ("id", "kind", "key", "state", "approver", "created", "approved", "expires", "note")
 _TIMES = ("created", "approved", "expires")
-_EVIDENCE_INTS = ("spam_hits", "ham_hits", "messages", "days")
+_EVIDENCE_INTS = ("spam_hits", "ham_hits", "overlap_active", "messages", "days")
 _EVIDENCE_LISTS = ("message_ids", "subjects", "senders", "helos", "ips")
 _FILE_RE = re.compile(r"R\d{4,}\.toml\Z")
 

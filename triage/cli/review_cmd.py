@@ -54,7 +54,8 @@ def _render(console: Console, card: Card) -> None:
                          ("HELOs", ev.helos), ("IPs", ev.ips)):
         if values:
             grid.add_row(name, ", ".join(repr(v) for v in values[:5]))
-    grid.add_row("backtest", f"spam hits {ev.spam_hits}, ham hits {ev.ham_hits}")
+    grid.add_row("backtest", f"spam hits {ev.spam_hits}, ham hits {ev.ham_hits}, "
+                 f"overlap with active rules {ev.overlap_active}")
     if card.note:
         grid.add_row("note", card.note)
     console.print(Panel(grid, title=f"{r.id} {r.kind} ({card.position}/{card.total})"))
