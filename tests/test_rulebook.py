@@ -17,6 +17,7 @@ from triage.model import Action, Evidence, Rule, RuleKind, RuleState
 from triage.rulebook import (
     RuleFileError,
     load_rulebook,
+    promote_trials,
     rule_from_toml,
     rule_to_toml,
     save_rules,
@@ -142,3 +143,22 @@ def test_rules_commands(tmp_path: Path) -> None:
     assert res.exit_code == 0 and load_rulebook(d).get("R0043").state is RuleState.RETIRED
     res = runner.invoke(app, ["rules", "show", "R0099", "-c", str(cfg)])
     assert res.exit_code != 0
+
+
+def test_promote_trials_only_when_the_log_passed_them(tmp_path: Path) -> None:
+    from triage.feedback import RuleFeedback
+
+    d = tmp_path / "rules"
+    save_rules(d, [Rule(f"R000{i}", RuleKind.SENDER_DOMAIN, f"s{i}.example", state=st)
+                   for i, st in enumerate([RuleState.TRIAL, RuleState.TRIAL, RuleState.TRIAL,
+                                           RuleState.ACTIVE], 1)])
+    fb = [RuleFeedback("R0001", "trial", 5, T0, 0, True, False),
+          RuleFeedback("R0002", "trial", 5, T0, 1, False, False),   # hit ham
+          RuleFeedback("R0003", "trial", 0, None, 0, False, False),  # not long enough
+          RuleFeedback("R0004", "active", 9, T0, 0, False, False)]
+    book = load_rulebook(d)
+    assert [r.id for r in promote_trials(book, fb, now=T0)] == ["R0001"]
+    states = {r.id: r.state for r in load_rulebook(d)}
+    assert states == {"R0001": RuleState.ACTIVE, "R0002": RuleState.TRIAL,
+                      "R0003": RuleState.TRIAL, "R0004": RuleState.ACTIVE}
+    assert "trial passed" in load_rulebook(d).get("R0001").note

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from triage.atomicfile import write_atomic
 from triage.emit.postfix import validate_key
@@ -320,6 +320,29 @@ class Rulebook:
         if note is not None:
             changes["note"] = note
         return self.save(replace(rule, **changes))
+
+
+class TrialResult(Protocol):
+    """What the weekly feedback says about a rule (``triage.feedback.RuleFeedback`` fits)."""
+
+    rule_id: str
+    ham_hits: int
+    promotable: bool
+
+
+def promote_trials(book: Rulebook, feedback: Iterable[TrialResult], approver: str = "triage",
+                   now: datetime | None = None) -> list[Rule]:
+    """Trial rules whose trial the log passed (promotable, no ham hit) become active, with a
+    note; any other rule is left alone. Returns the promoted rules (already saved)."""
+    promoted = []
+    for fb in feedback:
+        rule = book.rules.get(fb.rule_id)
+        if rule is None or rule.state is not RuleState.TRIAL or fb.ham_hits or not fb.promotable:
+            continue
+        note = (rule.note + "; " if rule.note else "") + "trial passed: no ham hit in the log"
+        promoted.append(book.set_state(rule.id, RuleState.ACTIVE, approver=approver, now=now,
+                                       note=note))
+    return promoted
 
 
 def load_rulebook(directory: Path) -> Rulebook:
