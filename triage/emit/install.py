@@ -225,15 +225,21 @@ def _map_files(directory: Path, names: Iterable[str]) -> list[Path]:
 
 
 def _snapshot(src: Path, dst: Path, names: Iterable[str]) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
+    """Copy the current map files of ``src`` into ``dst`` as a whole: they are copied into a
+    fresh directory first, which then takes ``dst``'s place, so an interruption leaves the
+    old backup or the new one."""
     present = _map_files(src, names)
     if not present:
         return  # nothing installed yet: keep whatever backup exists
-    for old in dst.iterdir():
-        if old.is_file():
-            old.unlink()
+    fresh = Path(tempfile.mkdtemp(prefix=f"{dst.name}.new-", dir=dst.parent))
     for p in present:
-        copy_atomic(p, dst / p.name)
+        copy_atomic(p, fresh / p.name)
+    old = dst.with_name(f"{dst.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        dst.rename(old)
+    fresh.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _restore(src: Path, dst: Path) -> list[Path]:
@@ -276,13 +282,11 @@ def rollback(postfix: Postfix, reload: bool = False) -> list[Path]:
         raise InstallError("no previous set of maps to roll back to", file=prev)
     names = {k.map_name for k in RuleKind}
     with tempfile.TemporaryDirectory(prefix=".rollback-", dir=d) as tmp:
-        _snapshot(d, Path(tmp), names)
-        restored = _restore(prev, d)
-        for old in prev.iterdir():
-            if old.is_file():
-                old.unlink()
-        for p in Path(tmp).iterdir():
-            copy_atomic(p, prev / p.name)
+        keep = Path(tmp) / "set"
+        _snapshot(d, keep, names)           # the current set, aside
+        restored = _restore(prev, d)        # the previous set, in place
+        if keep.is_dir():
+            _snapshot(keep, prev, names)    # the set we replaced becomes .previous
     if reload:
         postfix.reload()
     return restored
