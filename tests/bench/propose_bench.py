@@ -84,11 +84,14 @@ def log_tables(n: int, spam: pd.DataFrame, ham: pd.DataFrame,
     refused = rng.random(len(rows)) < 0.3
     msgs = rows[~refused]
     rej = rows[refused]
+    # replayed mail keeps its queue id (the log knows it), the rest gets fresh ones
+    qid = msgs["queue_id"].where(msgs["role"] != "other",
+                                 pd.Series([f"L{i:08X}" for i in range(len(msgs))],
+                                           index=msgs.index))
     messages = pd.DataFrame({
         "client_ip": msgs["client_ip"], "client_name": msgs["client_name"],
         "helo": msgs["helo"], "sender": msgs["envelope_sender"],
-        "first_seen": msgs["received_time"],
-        "queue_id": [f"L{i:08X}" for i in range(len(msgs))], "origin": "smtpd",
+        "first_seen": msgs["received_time"], "queue_id": qid, "origin": "smtpd",
         "sasl_username": None})
     rejects = pd.DataFrame({
         "client_ip": rej["client_ip"], "client_name": rej["client_name"],
