@@ -3,9 +3,11 @@ that need it (skip only when Postfix is missing and CI is not "true", like the b
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,10 +25,27 @@ def require_postmap() -> str:
     return POSTMAP
 
 
+@functools.cache
+def config_dir() -> Path:
+    """A Postfix config directory for postmap: the system's when it has a main.cf, else a
+    private one with Debian's fresh-install setting (a Postfix package installed with "No
+    configuration" may have no main.cf, and postmap refuses to run without one)."""
+    system = Path("/etc/postfix")
+    if (system / "main.cf").is_file():
+        return system
+    d = Path(tempfile.mkdtemp(prefix="postmap-config-"))
+    (d / "main.cf").write_text("compatibility_level = 3.6\n")
+    return d
+
+
+def _postmap(*args: str) -> list[str]:
+    return [require_postmap(), "-c", str(config_dir()), *args]
+
+
 def build(table: str, path: Path) -> None:
     """Run ``postmap`` for the indexed types (hash); the others are read as text."""
     if table == "hash":
-        subprocess.run([require_postmap(), f"hash:{path}"], check=True, capture_output=True)
+        subprocess.run(_postmap(f"hash:{path}"), check=True, capture_output=True)
 
 
 def query(table: str, path: Path, keys: Iterable[str]) -> dict[str, str]:
@@ -37,7 +56,7 @@ def query(table: str, path: Path, keys: Iterable[str]) -> dict[str, str]:
     keys = list(dict.fromkeys(keys))
     assert not any("\n" in k for k in keys)
     data = "".join(k + "\n" for k in keys).encode("utf-8", "surrogateescape")
-    out = subprocess.run([require_postmap(), "-q", "-", f"{table}:{path}"], input=data,
+    out = subprocess.run(_postmap("-q", "-", f"{table}:{path}"), input=data,
                          capture_output=True, check=False)
     assert out.returncode in (0, 1), out.stderr
     found: dict[str, str] = {}
@@ -50,7 +69,7 @@ def query(table: str, path: Path, keys: Iterable[str]) -> dict[str, str]:
 
 def query_one(table: str, path: Path, key: str) -> str | None:
     """``postmap -q KEY type:path`` (for keys with a newline)."""
-    out = subprocess.run([require_postmap(), "-q", key, f"{table}:{path}"],
+    out = subprocess.run(_postmap("-q", key, f"{table}:{path}"),
                          capture_output=True, check=False)
     assert out.returncode in (0, 1), out.stderr
     return out.stdout.decode("utf-8", "surrogateescape").rstrip("\n") if out.returncode == 0 \
@@ -59,6 +78,6 @@ def query_one(table: str, path: Path, key: str) -> str | None:
 
 def warnings(table: str, path: Path) -> list[str]:
     """What postmap says about a map file when it reads it (empty when all lines are fine)."""
-    out = subprocess.run([require_postmap(), "-q", "no-such-key.invalid", f"{table}:{path}"],
+    out = subprocess.run(_postmap("-q", "no-such-key.invalid", f"{table}:{path}"),
                          capture_output=True, check=False)
     return [ln for ln in out.stderr.decode(errors="replace").splitlines() if ln]

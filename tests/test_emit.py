@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from postmaptool import build, query, query_one, require_postmap, warnings
+from postmaptool import build, config_dir, query, query_one, require_postmap, warnings
 from typer.testing import CliRunner
 
 from triage.cli.app import app
@@ -211,7 +211,8 @@ def test_check_maps_agrees_with_postmap() -> None:
     rules = sample_rules()
     rules[5] = Rule("R0006", RuleKind.HELO, pcre_literal("spam bot/ OK"), state=A,
                     evidence=Evidence(helos=("spam bot/ OK", "SPAM BOT/ ok")))
-    assert check_maps(render_maps(rules), rules, postfix=Postfix(Path("/nonexistent"))) == []
+    pf = Postfix(Path("/nonexistent"), config_dir())
+    assert check_maps(render_maps(rules), rules, postfix=pf) == []
 
 
 def test_check_maps_finds_a_rule_that_does_not_match_its_evidence() -> None:
@@ -222,7 +223,7 @@ def test_check_maps_finds_a_rule_that_does_not_match_its_evidence() -> None:
 
 
 def _postfix(tmp_path: Path, command: str = "true") -> Postfix:
-    return Postfix(tmp_path / "maps", None, command)
+    return Postfix(tmp_path / "maps", config_dir(), command)
 
 
 @pytest.mark.postfix
@@ -266,7 +267,8 @@ def test_rollback_without_previous_set(tmp_path: Path) -> None:
 @pytest.fixture
 def cli_config(tmp_path: Path) -> Path:
     cfg = tmp_path / "triage.toml"
-    cfg.write_text('state_dir = "state"\npostfix_dir = "maps"\npostfix_command = "true"\n')
+    cfg.write_text('state_dir = "state"\npostfix_dir = "maps"\npostfix_command = "true"\n'
+                   f'postfix_config_dir = "{config_dir()}"\n')
     save_rules(tmp_path / "state" / "rules", sample_rules())
     return cfg
 
