@@ -13,7 +13,9 @@ prints (the value) or None, for the subset of each format that triage writes and
   backslash. Postfix runs PCRE on bytes, so non-ASCII keys are matched byte by byte and
   only ASCII letters fold case.
 - hash, texthash: exact match of the whole key after case folding (postmap folds keys on
-  create and on query); the first of duplicate keys wins.
+  create and on query); the first of duplicate keys wins. Non-ASCII keys fold as Unicode
+  (``\u212a`` matches ``k``), as Postfix does with smtputf8_enable = yes, the default from
+  compatibility_level 3.6 on (Debian's fresh-install setting).
 
 Common lexical rules (as Postfix's readlline): a line whose first non-blank character is ``#``
 is a comment, blank lines are skipped, and a line starting with white space continues the
