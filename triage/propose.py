@@ -56,7 +56,9 @@ class ProposeOptions:
     my_addresses: tuple[str, ...] = ()
     allowlist_files: tuple[str, ...] = ()
     first_id: int = 1              # ids of the proposals: R{first_id:04d} ...
-    unknown_penalty: float = 0.5   # score lost per delivered log message of unknown label
+    # A tie-breaker, not a veto: delivered mail of unknown label from a spam source is
+    # mostly more of the same spam; the reviewer sees the count in the evidence.
+    unknown_penalty: float = 0.05  # score lost per delivered log message of unknown label
     now: pd.Timestamp | None = None  # end of the ham lookback (default: newest ham message)
 
 
