@@ -73,9 +73,11 @@ def test_sessions_and_their_rejects(chain_log: Path) -> None:
     noqueue = r.filter(pl.col("queue_id").is_null()).row(0, named=True)
     assert noqueue["reason_class"] == "unknown_user" and noqueue["stage"] == "RCPT"
     # the NOQUEUE reject is attached to its session, and so is the message it then accepted
-    assert noqueue["session_id"] == first["session_id"] == f"{chain_log}:1"
+    start = int(datetime(2026, 11, 28, 8, 0, tzinfo=UTC).timestamp() * 1_000_000)
+    assert noqueue["session_id"] == first["session_id"] == f"mx/100/{start}"
     m = t["messages"].filter(pl.col("queue_id") == "AAA111").sort("first_seen")
-    assert m["session_id"].to_list() == [f"{chain_log}:1", f"{chain_log}:21"]
+    later = start + 3600 * 1_000_000
+    assert m["session_id"].to_list() == [f"mx/100/{start}", f"mx/100/{later}"]
     assert first["spf_result"] == "pass"  # policyd-spf, matched by client address and time
     header = r.filter(pl.col("queue_id") == "AAA111").row(0, named=True)
     assert header["stage"] == "DATA" and header["object"] == "header"

@@ -34,10 +34,10 @@ from triage.ingest.maillog import (
     Chunk,
     ReadOptions,
     ReadStats,
-    _reference,
     open_log,
     order_files,
     parse_block,
+    reference_time,
 )
 
 __all__ = ["Cursor", "LogInput", "head_hash", "plan_reads", "read_new"]
@@ -195,7 +195,7 @@ def read_new(inputs: Sequence[LogInput], opts: ReadOptions | None = None,
             continue
         stats.files.append(str(item.path))
         total = None if _is_compressed(item.path) else item.size
-        ref = _reference(item.path, opts)
+        ref = reference_time(item.path, opts)
         for chunk, end in _parse_from(item, ref, opts, workers):
             item.done_offset = end
             item.done_lines += chunk.lines

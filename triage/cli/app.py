@@ -6,8 +6,14 @@ Library errors (TriageError) become a one-line message and exit status 1 in one 
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
+
+# polars allocates through jemalloc, which by default keeps freed pages for seconds; the log
+# reader frees a block's worth of frames per block, so return them at once (bounded memory).
+# Must be set before polars is first imported; a user's own setting wins.
+os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 
 import typer
 

@@ -59,7 +59,7 @@ class TableWriter:
         self.rows = 0
         self._stack = contextlib.ExitStack()
         # the schema of the table: from a typed empty frame when given, else the first chunk
-        self._schema: pa.Schema | None = empty.to_arrow().schema if empty is not None else None
+        self._schema: pa.Schema | None = (_arrow(empty).schema if empty is not None else None)
         self._pq: pq.ParquetWriter | None = None
         self._header = True
         self._stream: IO[Any]
@@ -75,7 +75,7 @@ class TableWriter:
     def write(self, frame: pl.DataFrame) -> None:
         if frame.height == 0 and self._schema is not None:
             return
-        table = frame.to_arrow()
+        table = _arrow(frame)
         if self._schema is None:
             self._schema = table.schema
         else:
@@ -83,7 +83,11 @@ class TableWriter:
         self.rows += frame.height
         if self.fmt == "parquet":
             if self._pq is None:
-                self._pq = pq.ParquetWriter(self._stream, self._schema, compression="zstd")
+                # zstd level 1 and dictionaries only for the low-cardinality columns: measured
+                # here about twice as fast as the defaults, files as small
+                dictionary = [f.name for f in self._schema if f.name in LOW_CARDINALITY]
+                self._pq = pq.ParquetWriter(self._stream, self._schema, compression="zstd",
+                                            compression_level=1, use_dictionary=dictionary)
             if table.num_rows:
                 self._pq.write_table(table)
             return
@@ -114,6 +118,19 @@ class TableWriter:
     def abort(self) -> None:
         """Drop the partial output (the target keeps its previous content)."""
         self._stack.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+
+
+# Columns with few distinct values, where parquet dictionary encoding pays off.
+LOW_CARDINALITY = frozenset({
+    "host", "program", "instance", "service", "daemon", "kind", "proto", "action", "stage",
+    "enhanced_code", "reason_class", "dsn", "status", "sasl_method", "result", "identity", "tls",
+    "file", "relay", "origin", "spf_result", "dkim_result", "dmarc_result", "reason", "role",
+})
+
+
+def _arrow(frame: pl.DataFrame) -> pa.Table:
+    # the newest Arrow layout keeps polars' string views: no copy of every string
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -136,20 +136,26 @@ def _session_partials(ev: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def session_id(host: pl.Expr, pid: pl.Expr, start: pl.Expr) -> pl.Expr:
+    """A session's id: host, smtpd pid and the time of its connect line (microseconds since
+    the epoch). It does not name the file, so it stays the same when mail.log is rotated."""
+    return pl.format("{}/{}/{}", host, pid, start.dt.epoch("us"))
+
+
 def _session_links(ev: pl.DataFrame, carried: pl.DataFrame | None) -> pl.DataFrame:
     """(line_no, session_id) for the reject and client= lines of this chunk."""
+    connect_time = pl.col("time").filter(pl.col("kind") == "connect").min()
     groups = ev.group_by("host", "pid", "seq").agg(
-        pl.col("line_no").min().alias("g_first"), pl.col("file").first().alias("g_file"))
-    first, file = pl.col("g_first"), pl.col("g_file")
+        pl.coalesce(connect_time, pl.col("time").min()).alias("start"))
+    start = pl.col("start")
     if carried is not None and carried.height:
-        groups = groups.join(carried.select("host", "pid", pl.col("first_line").alias("c_first"),
-                                            pl.col("file").alias("c_file")),
-                             on=["host", "pid"], how="left")
-        cont = (pl.col("seq") == 0) & pl.col("c_first").is_not_null()
-        first = pl.when(cont).then(pl.col("c_first")).otherwise(first)
-        file = pl.when(cont).then(pl.col("c_file")).otherwise(file)
+        groups = groups.join(carried.select(
+            "host", "pid", pl.coalesce("connect_time", "first_time").alias("c_start")),
+            on=["host", "pid"], how="left")
+        cont = (pl.col("seq") == 0) & pl.col("c_start").is_not_null()
+        start = pl.when(cont).then(pl.col("c_start")).otherwise(start)
     groups = groups.select("host", "pid", "seq",
-                           pl.format("{}:{}", file, first).alias("session_id"))
+                           session_id(pl.col("host"), pl.col("pid"), start).alias("session_id"))
     wanted = ev.filter(pl.col("kind").is_in(("reject", "milter", "client")))
     return wanted.select("line_no", "host", "pid", "seq").join(
         groups, on=["host", "pid", "seq"]).select("line_no", "session_id")
@@ -303,9 +309,9 @@ class Assembler:
         self.open_sessions = merged.filter(~done).with_columns(pl.lit(0, pl.Int32).alias("seq"))
         # rows without a connect are tails of sessions that began before the log did
         closed = closed.with_columns(
-            pl.format("{}:{}", pl.col("file"), pl.col("first_line")).alias("session_id"),
             pl.coalesce("connect_time", "first_time").alias("connect_time"),
-        )
+        ).with_columns(session_id(pl.col("host"), pl.col("pid"), pl.col("connect_time"))
+                       .alias("session_id"))
         return self._session_spf(closed).pipe(conform, SESSION_SCHEMA)
 
     def _session_spf(self, closed: pl.DataFrame) -> pl.DataFrame:

@@ -8,13 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import polars as pl
 
 from triage.ingest.assemble import Assembler
-from triage.ingest.maillog import ReadOptions, ReadStats, read_chunks
+from triage.ingest.maillog import Chunk, ReadOptions, ReadStats, read_chunks
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+BATCH_EVENTS = 50_000
 TABLES = ("events", "sessions", "messages", "deliveries", "rejects", "unparsed")
 Progress = Callable[[int], None]
 
@@ -35,15 +39,39 @@ class LogTables:
 def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
                 stats: ReadStats | None = None,
                 progress: Progress | None = None) -> Iterator[dict[str, pl.DataFrame]]:
-    """Yield, per chunk of input, the finished rows of every table (polars frames)."""
+    """Yield, per batch of input, the finished rows of every table (polars frames).
+
+    Lines are parsed in small blocks (bounded memory) and assembled in batches of about
+    ``BATCH_EVENTS`` events: assembly has a fixed cost per call, parsing a cost per byte held.
+    """
     asm = Assembler()
     stats = stats if stats is not None else ReadStats()
+    batch: list[Chunk] = []
+
+    def flush() -> dict[str, pl.DataFrame]:
+        events = pl.concat([c.events for c in batch]) if len(batch) > 1 else batch[0].events
+        unparsed = (pl.concat([c.unparsed for c in batch]) if len(batch) > 1
+                    else batch[0].unparsed)
+        batch.clear()
+        t = asm.feed(events)
+        return {"events": events, "sessions": t.sessions, "messages": t.messages,
+                "deliveries": t.deliveries, "rejects": t.rejects, "unparsed": unparsed}
+
+    held = 0
     for chunk in read_chunks(paths, opts, stats):
-        t = asm.feed(chunk.events)
+        # a batch holds one file's lines: line numbers are per file
+        if batch and chunk.file != batch[-1].file:
+            yield flush()
+            held = 0
+        batch.append(chunk)
+        held += chunk.events.height
         if progress is not None:
             progress(chunk.lines)
-        yield {"events": chunk.events, "sessions": t.sessions, "messages": t.messages,
-               "deliveries": t.deliveries, "rejects": t.rejects, "unparsed": chunk.unparsed}
+        if held >= BATCH_EVENTS:
+            yield flush()
+            held = 0
+    if batch:
+        yield flush()
     t = asm.finish()
     yield {"sessions": t.sessions, "messages": t.messages}
 

@@ -64,6 +64,9 @@ class ReadOptions:
     timezone: str | None = None
     rule_id_pattern: str = DEFAULT_RULE_ID_PATTERN
     chunk_bytes: int = 4 * 1024 * 1024
+    # blocks parsed at once on a thread pool (polars releases the GIL); each holds a block's
+    # worth of frames, so this multiplies the memory held
+    workers: int = int(os.environ.get("TRIAGE_PARSE_WORKERS", "2"))
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Chunk:
     lines: int
     # lines per program name of the lines with a syslog header (mail programs and others)
     programs: dict[str, int] = field(default_factory=dict)
+    file: str = ""
 
 
 @dataclass
@@ -183,14 +187,17 @@ def _rotation_number(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _reference(path: str | Path, opts: ReadOptions) -> datetime:
-    """Reference 'now' for year inference: the file's mtime in the log time zone."""
+def reference_time(path: str | Path, opts: ReadOptions) -> datetime:
+    """Reference 'now' for year inference: the file's mtime in the log time zone (naive)."""
     tz = _zone(opts.timezone)
     try:
         mtime = os.stat(path).st_mtime
     except OSError:
         mtime = datetime.now().timestamp()
     return datetime.fromtimestamp(mtime, tz).replace(tzinfo=None)
+
+
+_reference = reference_time
 
 
 def _zone(name: str | None) -> ZoneInfo:
@@ -283,7 +290,7 @@ def parse_block(block: bytes, file: str, first_line_no: int, is_last: bool,
     events = events.with_columns(pl.lit(file).alias("file"))
     return Chunk(events=conform(events, EVENT_SCHEMA),
                  unparsed=unparsed_df.select(list(UNPARSED_SCHEMA)).sort("line_no"),
-                 lines=n_lines, programs=programs)
+                 lines=n_lines, programs=programs, file=file)
 
 
 def conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
@@ -461,7 +468,7 @@ def _parse_blocks(path: Path, ref: datetime, opts: ReadOptions,
     numbers of a block need the line count of the blocks before it, counted cheaply up front.
     With ``--year`` the Dec -> Jan rollover is sequential state, so blocks go one by one.
     """
-    workers = 1 if opts.year is not None else max(1, min(4, os.cpu_count() or 1))
+    workers = 1 if opts.year is not None else max(1, min(opts.workers, os.cpu_count() or 1))
     line_no = 1
     if workers == 1:
         for block, is_last in iter_blocks(path, opts.chunk_bytes):
