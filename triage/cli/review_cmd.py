@@ -92,7 +92,12 @@ def review_command(
         return
     if not prompts.stdin_is_terminal():
         raise InputError("stdin is not a terminal: use --decisions FILE or --approve-all")
-    console = Console()
+    review_loop(session, Console())
+
+
+def review_loop(session: ReviewSession, console: Console) -> None:
+    """Ask about each pending card until the session ends (also the review step of
+    `triage scan`); each decision is saved by the session as it is made."""
     if session.current() is None:
         console.print("No pending proposals.")
         return
