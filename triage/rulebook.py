@@ -323,11 +323,15 @@ class Rulebook:
 
 
 class TrialResult(Protocol):
-    """What the weekly feedback says about a rule (``triage.feedback.RuleFeedback`` fits)."""
+    """What the weekly feedback says about a rule (``triage.feedback.RuleFeedback`` fits).
+    Read-only members, so frozen dataclasses match too."""
 
-    rule_id: str
-    ham_hits: int
-    promotable: bool
+    @property
+    def rule_id(self) -> str: ...
+    @property
+    def ham_hits(self) -> int: ...
+    @property
+    def promotable(self) -> bool: ...
 
 
 def promote_trials(book: Rulebook, feedback: Iterable[TrialResult], approver: str = "triage",
