@@ -63,3 +63,16 @@ def test_summarise_counts_ham_and_log() -> None:
     assert by_key.loc["198.51.100.0/25", "log_delivered_unknown"] == 1
     assert by_key.loc[r"^X-Mailer:\s*Mailer\x201\.0\s*$", "ham_hits"] == 1
     assert by_key["ham_hits"].sum() == 1
+
+
+def test_loopback_and_authenticated_are_permitted_first() -> None:
+    # permit_mynetworks / permit_sasl_authenticated come before the triage maps
+    table = add_features(frame([
+        row("ham", 1, "127.0.0.1", "localhost", "mx.example.org", "a@example.org"),
+        row("ham", 1, "192.0.2.8", None, "mx.example.org", "b@example.org"),
+    ]))
+    table["authenticated"] = [None, "PLAIN"]
+    rule = to_rule(RuleKind.HELO.value, r"^mx\.example\.org$", "R0007")
+    assert refused([rule], table).isna().all()
+    table["authenticated"] = [None, None]
+    assert refused([rule], table).tolist() == [None, "R0007"]

@@ -27,7 +27,7 @@ from triage.emit.tables import Table, parse_table
 from triage.features import to_text
 from triage.model import Rule, RuleKind, RuleState
 
-__all__ = ["confirm_no_ham", "log_rows", "match", "summarise", "to_rule"]
+__all__ = ["confirm_no_ham", "log_rows", "match", "permitted", "refused", "summarise", "to_rule"]
 
 Progress = Callable[[str], None]
 
@@ -262,10 +262,10 @@ def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
     ``days``) and the (``cand``, ``row``) spam hit pairs for set cover."""
     cands = cands.reset_index(drop=True)
     cands = cands.assign(cand=np.arange(len(cands)))
-    spam_hits = match(cands, spam)
+    spam_hits = _drop_permitted(match(cands, spam), spam)
     if progress:
         progress("spam replayed")
-    ham_hits = match(cands, ham)
+    ham_hits = _drop_permitted(match(cands, ham), ham)
     out = cands.copy()
     out["spam_hits"] = spam_hits.groupby("cand").size().reindex(out["cand"], fill_value=0) \
         .to_numpy()
@@ -295,6 +295,10 @@ def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
     return out, spam_hits
 
 
+def _drop_permitted(hits: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    return hits[~permitted(table)[hits["row"].to_numpy().astype(int)]]
+
+
 def _overlap(active: Sequence[Rule], spam: pd.DataFrame, hits: pd.DataFrame) -> pd.Series:
     """Per candidate: its spam rows that the active rules refuse already."""
     maps = MapSet.from_rules([r if r.state.emitted else replace(r, state=RuleState.ACTIVE)
@@ -320,6 +324,23 @@ def check_row(maps: MapSet, row: pd.Series) -> Verdict:
                       client_name=_text(row.get("client_name")), helo=_text(row.get("helo")),
                       sender=sender if isinstance(sender, str) else None,
                       headers=headers)
+
+
+def permitted(table: pd.DataFrame) -> np.ndarray:
+    """Rows no rule can refuse: the restrictions start with permit_mynetworks and
+    permit_sasl_authenticated, so loopback clients (local submission, content filter
+    re-injection) and authenticated submissions pass before any triage map is asked."""
+    ok = np.zeros(len(table), dtype=bool)
+    if "client_ip" in table:
+        ip = table["client_ip"].astype(object)
+        ok |= np.array([isinstance(v, str) and (v.startswith("127.") or v == "::1")
+                        for v in ip], dtype=bool)
+    for col in ("authenticated", "sasl_username"):
+        if col in table:
+            v = table[col]
+            ok |= (v.notna() & (v.astype(str).str.len() > 0)
+                   & ~v.astype(str).str.lower().isin(["false", "none", "0"])).to_numpy(dtype=bool)
+    return ok
 
 
 def _field_ids(values: pd.Series, decide: Callable[[object], Hit | None]) -> pd.Series:
@@ -374,7 +395,7 @@ def refused(rules: Sequence[Rule], table: pd.DataFrame) -> pd.Series:
     out = none
     for ids in steps:
         out = out.where(out.notna(), ids)
-    return out
+    return out.where(~permitted(table), None)
 
 
 def confirm_no_ham(rules: Sequence[Rule], ham: pd.DataFrame) -> set[str]:
