@@ -18,6 +18,7 @@ from triage.ingest import linekinds as lk
 FIRST_WORD_RE = rf"^(?:(?:{lk.QID_RE}|NOQUEUE): )?([^\s:;=\[]+)"
 MILTER_PROGRAMS = frozenset({"policyd-spf", "opendkim", "opendmarc"})
 _KIND_BY_NAME = {k.name: k for k in lk.KINDS}
+_KIND_WORDS = frozenset(w for k in lk.KINDS for w in k.words if w != "*")
 _CANDIDATES: dict[tuple[str, str | None, str | None, bool], tuple[str, ...]] = {}
 _DTYPES: dict[str, pl.DataType] = {"str": pl.String(), "int": pl.Int64(), "float": pl.Float64(),
                                    "datetime": pl.Datetime("us", "UTC")}
@@ -63,6 +64,10 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
     frame = frame.filter(is_mail)
     if "word" not in frame.columns:
         frame = frame.with_columns(pl.col("msg").str.extract(FIRST_WORD_RE, 1).alias("word"))
+    # A word no kind names selects the same kinds as no word (host names, domains ...): fold
+    # it away, so the combinations below stay few.
+    frame = frame.with_columns(
+        pl.when(pl.col("word").is_in(list(_KIND_WORDS))).then(pl.col("word")).alias("word"))
     combos = frame.select("program", "daemon", "instance", "word").unique()
     tuples: dict[tuple[str, ...], int] = {}
     rows = []
