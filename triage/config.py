@@ -34,6 +34,9 @@ class Config:
     postfix_config_dir: Path | None = None
     # How to run the postfix command (a shell-like word list), e.g. a wrapper for a test bench.
     postfix_command: str = "postfix"
+    # Whether `triage scan` runs `postfix reload` after installing approved maps (off: cidr
+    # and pcre maps then take effect as Postfix's processes restart, or at your reload).
+    postfix_reload: bool = False
     # Table type of the sender map: "hash" (postmap builds a .db) or "texthash".
     sender_table: str = "hash"
     # Time zone of traditional syslog stamps (which carry none); None = this machine's zone.
@@ -63,6 +66,7 @@ _LIST_KEYS = ("logs", "spam", "ham", "my_hostnames", "trusted_relays")
 _PATH_KEYS = ("state_dir", "postfix_dir", "rules_dir", "postfix_config_dir")
 _STR_KEYS = ("log_timezone", "rule_id_pattern", "postfix_command", "sender_table")
 _NUM_KEYS = ("lock_wait", "trial_days", "stale_days")
+_BOOL_KEYS = ("postfix_reload",)
 
 
 def _default_spam() -> tuple[str, ...]:
@@ -106,7 +110,7 @@ def load_config(explicit: str | Path | None = None) -> Config:
     section = data.get("triage", data)
     kwargs: dict[str, object] = {"source": path.resolve()}
     unknown = (set(section) - set(_LIST_KEYS) - set(_PATH_KEYS) - set(_STR_KEYS)
-               - set(_NUM_KEYS))
+               - set(_NUM_KEYS) - set(_BOOL_KEYS))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}", file=path)
     for key in _LIST_KEYS:
@@ -129,6 +133,11 @@ def load_config(explicit: str | Path | None = None) -> Config:
             if isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0:
                 raise ConfigError(f"setting '{key}' must be a non-negative number", file=path)
             kwargs[key] = val if key == "lock_wait" else int(val)
+    for key in _BOOL_KEYS:
+        if key in section:
+            if not isinstance(section[key], bool):
+                raise ConfigError(f"setting '{key}' must be true or false", file=path)
+            kwargs[key] = section[key]
     cfg = Config(**kwargs)  # type: ignore[arg-type]
     for key in _PATH_KEYS:
         if key in section:

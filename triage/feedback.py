@@ -122,8 +122,8 @@ def assess(rules: Sequence[Rule], hits: pl.DataFrame, ham: pl.DataFrame, now: da
     from :func:`ham_hits`).
 
     A trial rule is promotable when it has been on trial ``trial_days`` (from its approval)
-    with no ham hit. A rule is stale when its last hit, or its approval if it never hit, is
-    more than ``stale_days`` ago.
+    with no ham hit. A rule is stale when its last hit and its approval are both more than
+    ``stale_days`` ago.
     """
     totals: dict[str, tuple[int, datetime | None]] = {}
     if hits.height:
@@ -142,7 +142,8 @@ def assess(rules: Sequence[Rule], hits: pl.DataFrame, ham: pl.DataFrame, now: da
         bad = ham_count.get(rule.id, 0)
         promotable = (rule.state is RuleState.TRIAL and not bad and since is not None
                       and now - since >= timedelta(days=trial_days))
-        ref = last or since
+        # A rule approved again (retired -> active) is not stale for hits it had before.
+        ref = max((t for t in (last, since) if t is not None), default=None)
         stale = ref is not None and now - ref > timedelta(days=stale_days)
         out.append(RuleFeedback(rule.id, rule.state.value, n, last, bad, promotable, stale))
     return out

@@ -110,6 +110,8 @@ _EXPLAIN = {
                     "the trusted one",
     "state_dir": "history (Parquet, one partition per ISO week) and scan state",
     "postfix_dir": "where the Postfix maps are installed",
+    "postfix_reload": "whether `triage scan` runs `postfix reload` after installing "
+                      "approved maps",
     "trial_days": "days a rule warns (WARN) before it may reject",
     "stale_days": "days without a hit before a rule is proposed for retirement",
     "lock_wait": "seconds a second scan waits for a running one",
@@ -125,7 +127,8 @@ def render(d: Detected, state_dir: str = "~/.local/share/triage",
 
     values = {"logs": toml_list(d.logs), "spam": toml_list(d.spam), "ham": toml_list(d.ham),
               "my_hostnames": toml_list(d.my_hostnames), "state_dir": _quote(state_dir),
-              "postfix_dir": _quote(postfix_dir), "trial_days": "14", "stale_days": "90",
+              "postfix_dir": _quote(postfix_dir), "postfix_reload": "false",
+              "trial_days": "14", "stale_days": "90",
               "lock_wait": "10"}
     out = ["# triage configuration, written by `triage init`. Relative paths are relative",
            "# to this file. See docs/ARCHITECTURE.md.", ""]

@@ -1,5 +1,9 @@
 """The weekly scan as a library function: read what is new, add it to the history, commit.
 
+After the history is committed the scan proposes rules from it into the rulebook (state
+``proposed``, for a person to review) and reads what the log says about the rules in the
+maps (``triage.weekly_rules``).
+
 No terminal I/O: progress goes to a callback (``ScanProgress`` events), the result is a
 ``ScanResult``. ``triage scan`` renders both; a notebook can call :func:`scan` directly.
 """
@@ -18,14 +22,19 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 
+from triage.atomicfile import write_atomic
 from triage.config import Config
 from triage.errors import ConfigError
+from triage.feedback import RuleFeedback
 from triage.ingest.assemble import Assembler
 from triage.ingest.mailbox import iter_messages
 from triage.ingest.maillog import ReadOptions, ReadStats
 from triage.ingest.mailtable import read_mailboxes
 from triage.logcursor import LogInput, plan_reads, read_new
+from triage.model import RuleState
+from triage.rulebook import load_rulebook
 from triage.store import Store
+from triage.weekly_rules import ProposalReport, propose_from_history, rule_feedback
 
 __all__ = ["ScanProgress", "ScanResult", "log_paths", "mail_folders", "scan"]
 
@@ -63,6 +72,10 @@ class ScanResult:
     mail: dict[str, int] = field(default_factory=dict)  # new messages per folder
     weeks: list[str] = field(default_factory=list)      # ISO weeks that got new rows
     seconds: float = 0.0
+    # None when the history did not change since the last proposal run
+    proposals: ProposalReport | None = None
+    pending: int = 0                                    # proposals waiting for review
+    feedback: list[RuleFeedback] = field(default_factory=list)
 
     @property
     def nothing_new(self) -> bool:
@@ -97,12 +110,14 @@ def mail_folders(cfg: Config) -> list[tuple[str, Path]]:
 
 
 def scan(cfg: Config, progress: Progress | None = None, wait: float | None = None,
-         now: datetime | None = None) -> ScanResult:
+         now: datetime | None = None, rules: bool = True) -> ScanResult:
     """Read what is new in the configured logs and folders into the history under
-    ``cfg.state_dir``, and commit it as one generation.
+    ``cfg.state_dir``, and commit it as one generation; then (``rules``) propose rules from
+    the history into the rulebook and assess the rules in the maps.
 
     Holds the state directory's lock for the whole scan (waiting up to ``wait`` seconds,
-    default ``cfg.lock_wait``, for another scan). Inputs are only read.
+    default ``cfg.lock_wait``, for another scan), so two scans never write the same
+    proposals. Inputs are only read.
     """
     started = time.perf_counter()
     logs, folders = log_paths(cfg), mail_folders(cfg)
@@ -139,8 +154,27 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
                 "mail": result.mail})
             result.weeks = sorted(gen.weeks - {"none"})
             result.committed = True
+        if rules:
+            _rule_steps(cfg, store, result, now)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _rule_steps(cfg: Config, store: Store, result: ScanResult, now: datetime | None) -> None:
+    """Proposals (only when the history changed since the last proposal run) and feedback.
+
+    The generation the proposals were made from is kept in ``proposed-generation``, written
+    after the rulebook: a scan killed between its commit and its proposals proposes on the
+    next run even though that run finds nothing new.
+    """
+    book = load_rulebook(cfg.rulebook_dir())
+    marker = store.root / "proposed-generation"
+    done = marker.read_text().strip() if marker.exists() else ""
+    if done != str(result.generation) and store.files("mail"):
+        result.proposals = propose_from_history(store, book, cfg, now=now)
+        write_atomic(marker, f"{result.generation}\n")
+    result.pending = len(book.in_state(RuleState.PROPOSED))
+    result.feedback = rule_feedback(store, book.emitted(), cfg, now=now)
 
 
 def _read_logs(inputs: Sequence[LogInput], opts: ReadOptions,

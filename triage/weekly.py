@@ -13,7 +13,7 @@ import polars as pl
 from triage.feedback import ham_hits, rule_hits
 from triage.store import Store
 
-__all__ = ["week_summary", "weekly_counts"]
+__all__ = ["all_weeks", "week_summary", "weekly_counts"]
 
 REFUSING = ("reject", "discard")
 
@@ -33,7 +33,8 @@ def _week(frame: pl.DataFrame, col: str, week: str) -> pl.DataFrame:
     return frame.filter(pl.col(col).dt.strftime("%G-W%V") == week)
 
 
-def _all_weeks(store: Store) -> list[str]:
+def all_weeks(store: Store) -> list[str]:
+    """Every ISO week the history has rows in (the summary's weeks), oldest first."""
     return sorted({w for t in ("sessions", "messages", "rejects", "mail")
                    for w in store.weeks(t)})
 
@@ -47,7 +48,7 @@ def week_summary(store: Store, week: str | None = None) -> dict[str, Any]:
     headers), ``rule_hits`` (per rule id: rejects, warns), ``ham_hits`` (rule ids that hit
     ham: flagged), ``unparsed`` (lines not understood by the scans that read this week).
     """
-    weeks = _all_weeks(store)
+    weeks = all_weeks(store)
     if week is None:
         if not weeks:
             return {"week": None}
@@ -89,8 +90,8 @@ def week_summary(store: Store, week: str | None = None) -> dict[str, Any]:
 def weekly_counts(store: Store, weeks: int | None = None) -> list[dict[str, Any]]:
     """One row of counts per ISO week (the last ``weeks`` weeks, oldest first):
     week, connections, messages, refused, warned, leaked_spam, ham, rule_hits, leak_rate."""
-    all_weeks = _all_weeks(store)
-    chosen: Sequence[str] = all_weeks[-weeks:] if weeks else all_weeks
+    known = all_weeks(store)
+    chosen: Sequence[str] = known[-weeks:] if weeks else known
     rows = []
     for week in chosen:
         s = week_summary(store, week)

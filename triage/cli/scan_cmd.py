@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,20 +21,29 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from triage.cli import prompts
 from triage.cli.app import ConfigOpt, app
+from triage.cli.emit_cmd import postfix_of
 from triage.cli.output import atomic_path
-from triage.config import load_config
-from triage.errors import ConfigError
+from triage.cli.review_cmd import review_loop
+from triage.config import Config, load_config
+from triage.emit.install import check_maps, install_and_reload, render_maps
+from triage.errors import ConfigError, InstallError
 from triage.initconf import detect, render
+from triage.model import TableType
+from triage.review import ReviewSession
+from triage.rulebook import load_rulebook, promote_trials
 from triage.scan import ScanProgress, ScanResult, scan
 from triage.store import Store
 from triage.weekly import week_summary, weekly_counts
+from triage.weekly_rules import feedback_json, history_retest
 
 console = Console()
 err_console = Console(stderr=True)
 
-NOT_YET = ("Proposals, review and emit are not available yet in this version: the scan "
-           "ends with the summary. The history is saved; run `triage scan` again later.")
+REVIEW_LATER = ("Review them with `triage review` at a terminal, or without one with "
+                "`triage review --decisions FILE` (lines like 'R0042 trial') or "
+                "`triage review --approve-all`; then `triage emit --install`.")
 
 
 class _Rate(ProgressColumn):
@@ -76,14 +85,16 @@ def scan_command(
     no_review: Annotated[bool, typer.Option(
         "--no-review", help="Do not review proposals (for cron): ingest and summarise only.")]
         = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the week's summary as JSON.")]
-        = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the week's summary, proposals and rule feedback as JSON "
+        "(no review).")] = False,
     wait: Annotated[float | None, typer.Option(
         "--wait", help="Seconds to wait for a running scan (default: config lock_wait).",
         show_default=False)] = None,
 ) -> None:
     """The weekly job: read what is new in mail.log and the mail folders, add it to the
-    history, and show the week."""
+    history, show the week, propose rules; at a terminal, review them and install the
+    approved maps after a confirmation."""
     cfg = load_config(config)
     quiet = as_json or not err_console.is_terminal
     if quiet:
@@ -94,22 +105,37 @@ def scan_command(
         with Progress(*columns, console=err_console, transient=False) as progress:
             result = scan(cfg, progress=_Bars(progress), wait=wait)
     summary = week_summary(Store(cfg.state_dir))
+    if result.proposals is not None:
+        summary["new_campaigns"] = result.proposals.campaigns
+        summary["new_single_messages"] = result.proposals.single_messages
     if as_json:
         typer.echo(json.dumps({"scan": _scan_json(result), "summary": summary,
-                               "proposals": None}, indent=1, default=str))
+                               "proposals": _proposals_json(result),
+                               "feedback": feedback_json(result.feedback)},
+                              indent=1, default=str))
         return
     _render_scan(result)
     _render_summary(summary)
-    if not no_review and sys.stdin.isatty():
-        console.print(f"\n[yellow]{NOT_YET}[/yellow]")
-    else:
-        console.print(f"\n{NOT_YET}")
+    _render_feedback(result)
+    _render_proposals(result)
+    if no_review or not prompts.stdin_is_terminal():
+        # cron and pipes: never wait for an answer nobody can give
+        if result.pending:
+            console.print(f"{result.pending} proposal(s) wait for review. {REVIEW_LATER}")
+        return
+    _review_and_install(cfg, result)
 
 
 def _scan_json(r: ScanResult) -> dict[str, Any]:
     return {"generation": r.generation, "committed": r.committed, "lines": r.lines,
             "events": r.events, "unparsed": dict(r.unparsed), "rows": r.rows, "mail": r.mail,
             "weeks": r.weeks, "seconds": round(r.seconds, 3)}
+
+
+def _proposals_json(r: ScanResult) -> dict[str, Any]:
+    report = r.proposals.to_json() if r.proposals is not None else {
+        "new": [], "renewed": [], "refreshed": [], "kept_out": []}
+    return {"pending": r.pending, "ran": r.proposals is not None, **report}
 
 
 def _render_scan(r: ScanResult) -> None:
@@ -146,10 +172,127 @@ def _render_summary(s: dict[str, Any]) -> None:
     hits = ", ".join(f"{rid} {v['rejects']}" + (f"+{v['warns']}w" if v["warns"] else "")
                      for rid, v in s["rule_hits"].items())
     t.add_row("rule hits", hits or "none")
+    if "new_campaigns" in s:
+        camps = [f"{c['campaign']} {c['messages']} msgs/{c['days']}d"
+                 + (f" ({c['ties'][0]})" if c["ties"] else "")
+                 + (f" -> {', '.join(c['proposals'])}" if c["proposals"] else "")
+                 for c in s["new_campaigns"]]
+        singles = s.get("new_single_messages", 0)
+        t.add_row("new campaigns", "; ".join(camps[:6])
+                  + (f" and {len(camps) - 6} more" if len(camps) > 6 else "")
+                  + (f"{'; ' if camps else ''}{singles} single message(s)" if singles else "")
+                  or "none")
     console.print(t)
     for rid, n in s["ham_hits"].items():
         console.print(f"[bold red]RULE {rid} HIT HAM {n} TIME(S): check it now "
                       f"(`triage rules show {rid}`)[/bold red]")
+
+
+def _render_feedback(r: ScanResult) -> None:
+    """The rules in the maps as the log sees them: one line, then the flagged ones."""
+    if not r.feedback:
+        return
+    trial = sum(f.state == "trial" for f in r.feedback)
+    console.print(f"Rules in the maps: {len(r.feedback)} ({trial} on trial, "
+                  f"{len(r.feedback) - trial} active); "
+                  f"{sum(f.hits for f in r.feedback):,} hits since they were created.")
+    for f in r.feedback:
+        if f.flag == "HAM":
+            console.print(f"[bold red]RULE {f.rule_id} HIT HAM {f.ham_hits} TIME(S) "
+                          f"({f.state}): check it now (`triage rules show {f.rule_id}`)"
+                          "[/bold red]")
+    for flag, what in (("promotable", "trial passed (no ham hit): may become active"),
+                       ("stale", "no hit for a long time: candidates for retirement "
+                        "(`triage rules retire ID`)")):
+        ids = [f.rule_id for f in r.feedback if f.flag == flag]
+        if ids:
+            console.print(f"{', '.join(ids)}: {what}")
+
+
+def _render_proposals(r: ScanResult) -> None:
+    p = r.proposals
+    if p is not None and (p.new or p.renewed):
+        ids = ", ".join(x.id for x in p.offered)
+        console.print(f"New proposals: {ids}"
+                      + (f" ({len(p.renewed)} rejected before, evidence grew)"
+                         if p.renewed else "") + ".")
+    if p is not None and p.kept_out:
+        console.print(f"Not proposed again (rejected or retired): {', '.join(p.kept_out)}.")
+
+
+def _yes(question: str) -> bool:
+    return prompts.ask(f"{question} [y/N]", "n").strip().lower() in ("y", "yes")
+
+
+def _review_and_install(cfg: Config, result: ScanResult) -> None:
+    """The interactive end of the scan: the review (the same loop as `triage review`),
+    promotion of trial rules that passed, then the maps that changed, installed after a
+    confirmation."""
+    book = load_rulebook(cfg.rulebook_dir())
+    session = ReviewSession(book, getpass.getuser(), retest=history_retest(
+        Store(cfg.state_dir)))
+    if session.current() is not None:
+        console.print()
+        review_loop(session, console)
+    passed = [f for f in result.feedback if f.promotable and not f.ham_hits]
+    if passed and _yes(f"Make {', '.join(f.rule_id for f in passed)} active (REJECT): "
+                       "their trial passed with no ham hit?"):
+        for rule in promote_trials(book, passed, approver=getpass.getuser()):
+            console.print(f"{rule.id} active")
+    sender_table = TableType(cfg.sender_table)
+    rules = book.emitted()
+    files = render_maps(rules, sender_table)
+    changed = {name: text for name, text in files.items()
+               if _installed(cfg.postfix_dir / name) != text}
+    if not changed:
+        console.print(f"The maps in {cfg.postfix_dir} are up to date ({len(rules)} rules).")
+        return
+    postfix = postfix_of(cfg)
+    problems = check_maps(files, rules, sender_table, postfix)
+    if problems:
+        for p in problems:
+            err_console.print(f"triage: {p}")
+        raise InstallError(f"{len(problems)} problem(s) in the rendered maps; nothing "
+                           "installed")
+    _render_changes(changed, cfg.postfix_dir)
+    reload = " and run `postfix reload`" if cfg.postfix_reload else ""
+    if not _yes(f"Install these maps into {cfg.postfix_dir}{reload}?"):
+        console.print("Nothing installed; the decisions are saved (`triage emit --install` "
+                      "installs them later).")
+        return
+    install_and_reload(postfix, files, sender_table, reload=cfg.postfix_reload)
+    console.print(f"Installed {len(files)} maps ({len(rules)} rules) in {cfg.postfix_dir}"
+                  + (" and reloaded Postfix." if cfg.postfix_reload else
+                     "; run `postfix reload` for them to take effect at once."))
+
+
+def _installed(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _render_changes(changed: dict[str, str], directory: Path) -> None:
+    """The map lines that would come and go (comments left out: they only count rules)."""
+    console.print(f"\nChanges to the maps in {directory}:")
+    for name, text in sorted(changed.items()):
+        def entries(t: str | None) -> list[str]:
+            return [ln for ln in (t or "").splitlines() if ln and not ln.startswith("#")]
+
+        before = _installed(directory / name)
+        new, old = entries(text), entries(before)
+        if new == old:
+            if before is None:
+                console.print(f"[bold]{name}[/bold] (new, no rules yet)")
+            continue
+        console.print(f"[bold]{name}[/bold]")
+        for ln in old:
+            if ln not in new:
+                console.print(Text(f"  - {ln}", style="red"))
+        for ln in new:
+            if ln not in old:
+                console.print(Text(f"  + {ln}", style="green"))
 
 
 @app.command("stats")
