@@ -200,10 +200,9 @@ def read_new(inputs: Sequence[LogInput], opts: ReadOptions | None = None,
             item.done_offset = end
             item.done_lines += chunk.lines
             stats.lines += chunk.lines
-            stats.events += chunk.events.height
+            stats.events += chunk.kinds.height
             stats.unparsed += chunk.unparsed.height
-            for prog, n in chunk.events.group_by("program").len().iter_rows():
-                stats.programs[prog] += n
+            stats.programs.update(chunk.programs)
             if progress is not None:
                 progress(item.path, item.done_lines - item.lines, end - item.offset,
                          None if total is None else total - item.offset)

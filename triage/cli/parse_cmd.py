@@ -65,7 +65,7 @@ def parse_command(
     writers = {n: TableWriter(fmt.value, targets[n], empty=empty_table(n)) for n in names}
     stats = ReadStats()
     try:
-        for part in iter_tables(logs, opts, stats):
+        for part in iter_tables(logs, opts, stats, tables=names):
             for name, frame in part.items():
                 if name in writers:
                     writers[name].write(frame)

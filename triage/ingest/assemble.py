@@ -31,7 +31,8 @@ from typing import cast
 
 import polars as pl
 
-from triage.ingest.maillog import EVENT_SCHEMA, conform
+from triage.ingest.kindframes import KindFrames
+from triage.ingest.maillog import conform
 
 RECENT = timedelta(hours=1)  # how long hop links, milter and SPF results are kept
 SPF_TOLERANCE = timedelta(minutes=15)
@@ -44,6 +45,13 @@ _SESSION_EVENTS = ("connect", "disconnect", "client", "reject", "milter", "tls",
 _MESSAGE_EVENTS = ("client", "message_id", "qmgr_from", "removed", "expired", "delivery",
                    "pickup", "check", "milter", "reject")
 REJECT_KINDS = ("reject", "milter", "check")
+# the event columns each consumer reads
+_SESSION_COLUMNS_IN = ["host", "pid", "file", "time", "kind", "daemon", "program",
+                       "client_name", "client_ip", "helo", "sasl_username", "sasl_method", "tls",
+                       "commands", "action", "stage"]
+_MESSAGE_COLUMNS_IN = ["host", "instance", "queue_id", "time", "kind", "pid", "action", "stage",
+                       "client_name", "client_ip", "helo", "sender", "size", "nrcpt",
+                       "message_id", "sasl_username", "orig_queue_id", "reason", "status"]
 _REJECT_ACTIONS = ("reject", "discard")
 _DKIM_RANK = {"pass": 4, "fail": 3, "temperror": 2, "none": 1}
 _DKIM_NAME = {v: k for k, v in _DKIM_RANK.items()}
@@ -59,6 +67,9 @@ MESSAGE_COLUMNS = ["host", "instance", "queue_id", "incarnation", "first_seen", 
 DELIVERY_COLUMNS = ["time", "host", "queue_id", "recipient", "orig_recipient", "relay", "delay",
                     "dsn", "status", "response", "next_queue_id", "instance", "program", "delays"]
 # deliveries also get "hop" (bool), computed by the assembler
+_REJECT_SOURCE = ["time", "host", "program", "pid", "queue_id", "stage", "code", "enhanced_code",
+                  "object", "reason_class", "reason", "action", "client_name", "client_ip",
+                  "helo", "sender", "recipient", "proto", "rule_id", "file", "line_no"]
 REJECT_COLUMNS = ["time", "host", "program", "pid", "queue_id", "stage", "code", "enhanced_code",
                   "object", "reason_class", "reason", "action", "client_name", "client_ip",
                   "helo", "sender", "recipient", "proto", "rule_id", "file", "line_no",
@@ -262,38 +273,46 @@ class Assembler:
     recent_closed: dict[tuple[str, str | None, str], tuple[int, datetime]] = field(
         default_factory=dict)
 
-    def feed(self, events: pl.DataFrame) -> Tables:
-        self._buffers(events)
-        sessions = self._sessions(events, final=False)
-        if self.session_links is not None and self.session_links.height:
-            events = events.join(self.session_links, on="line_no", how="left")
-        else:
-            events = events.with_columns(pl.lit(None, pl.String).alias("session_id"))
-        closed = self._messages(events, final=False)
+    def feed(self, kinds: KindFrames | pl.DataFrame) -> Tables:
+        """Take one batch of events (per kind, one file, in time order). A wide events frame
+        (``Chunk.events``) is accepted too."""
+        if isinstance(kinds, pl.DataFrame):
+            kinds = KindFrames.from_wide(kinds)
+        self._buffers(kinds)
+        sessions = self._sessions(kinds, final=False)
+        closed = self._messages(kinds, final=False)
         messages = self._emit(self.pending_messages)
         self.pending_messages = closed
-        self._prune(events)
-        return Tables(sessions, messages, self._deliveries(events), _rejects(events))
+        self._prune(kinds)
+        rejects = self._with_session(kinds.pick(REJECT_KINDS, [*_REJECT_SOURCE, "kind"]))
+        return Tables(sessions, messages, self._deliveries(kinds), _rejects(rejects))
+
+    def _with_session(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Add the smtpd session id of each line (reject and client= lines have one)."""
+        if self.session_links is not None and self.session_links.height and frame.height:
+            return frame.join(self.session_links, on="line_no", how="left")
+        return frame.with_columns(pl.lit(None, pl.String).alias("session_id"))
 
     def finish(self) -> Tables:
-        empty = pl.DataFrame()
+        empty = KindFrames()
         sessions = self._sessions(None, final=True)
         still_open = self._messages(None, final=True)
         msgs = [m for m in (self.pending_messages, still_open) if m is not None and m.height]
         messages = self._emit(pl.concat(msgs, how="diagonal_relaxed") if msgs else None)
         self.pending_messages = None
-        return Tables(sessions, messages, self._deliveries(empty), _rejects(empty))
+        rejects = self._with_session(empty.pick(REJECT_KINDS, [*_REJECT_SOURCE, "kind"]))
+        return Tables(sessions, messages, self._deliveries(empty), _rejects(rejects))
 
     # -- sessions
-    def _sessions(self, events: pl.DataFrame | None, final: bool) -> pl.DataFrame:
+    def _sessions(self, kinds: KindFrames | None, final: bool) -> pl.DataFrame:
         parts = []
         carried = self.open_sessions
         self.session_links = None
         if carried is not None:
             parts.append(carried)
-        if events is not None and events.height:
-            ev = events.filter((pl.col("daemon") == "smtpd")
-                               & pl.col("kind").is_in(_SESSION_EVENTS))
+        if kinds is not None and kinds.height:
+            ev = kinds.pick(_SESSION_EVENTS, _SESSION_COLUMNS_IN).filter(
+                pl.col("daemon") == "smtpd")
             if ev.height:
                 ev = _with_session_seq(ev)
                 parts.append(_session_partials(ev))
@@ -335,12 +354,13 @@ class Assembler:
         ).drop("_row", "_end", "spf_time", "spf_helo")
 
     # -- messages
-    def _messages(self, events: pl.DataFrame | None, final: bool) -> pl.DataFrame | None:
+    def _messages(self, kinds: KindFrames | None, final: bool) -> pl.DataFrame | None:
         parts = []
         if self.open_messages is not None:
             parts.append(self.open_messages)
-        if events is not None and events.height:
-            ev = events.filter(pl.col("queue_id").is_not_null()
+        if kinds is not None and kinds.height:
+            ev = self._with_session(kinds.pick(_MESSAGE_EVENTS, _MESSAGE_COLUMNS_IN))
+            ev = ev.filter(pl.col("queue_id").is_not_null()
                                & (pl.col("queue_id") != "NOQUEUE")
                                & pl.col("instance").is_not_null()
                                & pl.col("kind").is_in(_MESSAGE_EVENTS))
@@ -433,13 +453,15 @@ class Assembler:
         return msgs.join(agg, on=["host", "queue_id"], how="left")
 
     # -- windows of SPF results, milter results and hop links
-    def _buffers(self, events: pl.DataFrame) -> None:
-        if events.height == 0:
+    def _buffers(self, kinds: KindFrames) -> None:
+        if kinds.height == 0:
             return
-        spf = events.filter(pl.col("kind") == "spf").select(
+        spf = kinds.pick(["spf"], ["host", "client_ip", "time", "result", "helo",
+                                   "identity"]).select(
             "host", "client_ip", "time", "result", "helo",
             (pl.col("identity") == "mailfrom").cast(pl.Int8).alias("identity_rank"))
-        milter = events.filter(pl.col("kind").is_in(("dkim", "dmarc"))).select(
+        milter = kinds.pick(["dkim", "dmarc"], ["host", "queue_id", "time", "kind", "result",
+                                                "domain"]).select(
             "host", "queue_id", "time",
             _when_kind("dkim", pl.col("result")).replace_strict(
                 _DKIM_RANK, default=None, return_dtype=pl.Int64).alias("dkim_rank"),
@@ -447,22 +469,24 @@ class Assembler:
             .alias("dkim_domain"),
             _when_kind("dmarc", pl.col("result")).alias("dmarc_result"),
             _when_kind("dmarc", pl.col("domain")).alias("dmarc_domain"))
-        links = events.filter(pl.col("next_queue_id").is_not_null()
-                              & pl.col("kind").is_in(("delivery", "bounce_notice"))).select(
+        links = kinds.pick(["delivery", "bounce_notice"], [
+            "host", "next_queue_id", "queue_id", "time", "kind"]).filter(
+            pl.col("next_queue_id").is_not_null()).select(
             "host", pl.col("next_queue_id").alias("child"), pl.col("queue_id").alias("parent"),
             "time", pl.col("kind").alias("link_kind"))
         self.spf = _append(self.spf, spf)
         self.milter = _append(self.milter, milter)
         self.links = _append(self.links, links)
-        qids = events.filter(pl.col("kind").is_in(("client", "pickup", "message_id"))).select(
+        qids = kinds.pick(["client", "pickup", "message_id"], ["host", "queue_id", "time"]).select(
             "host", "queue_id", "time")
         self.recent_qids = _append(self.recent_qids, qids)
 
-    def _prune(self, events: pl.DataFrame) -> None:
+    def _prune(self, kinds: KindFrames) -> None:
         """Forget buffered results older than RECENT before the newest event."""
-        if events.height == 0:
+        span = kinds.time_range()
+        if span is None:
             return
-        horizon = cast(datetime, events["time"].max()) - RECENT
+        horizon = span[1] - RECENT
         if self.pending_messages is not None and self.pending_messages.height:
             # finished messages still waiting to be emitted need their results
             oldest = cast(datetime, self.pending_messages["first_seen"].min()) - SPF_TOLERANCE
@@ -472,12 +496,10 @@ class Assembler:
             if frame is not None:
                 setattr(self, name, frame.filter(pl.col("time") >= horizon))
 
-    def _deliveries(self, events: pl.DataFrame) -> pl.DataFrame:
+    def _deliveries(self, kinds: KindFrames) -> pl.DataFrame:
         """Delivery rows; ``hop`` marks a hand-over to a queue file in this same log (content
         filter re-injection, a second instance), as opposed to a final delivery."""
-        if events.height == 0:
-            events = pl.DataFrame(schema=EVENT_SCHEMA)
-        out = events.filter(pl.col("kind") == "delivery").select(DELIVERY_COLUMNS)
+        out = kinds.pick(["delivery"], DELIVERY_COLUMNS).select(DELIVERY_COLUMNS)
         known = (self.recent_qids.select("host", pl.col("queue_id").alias("next_queue_id"))
                  .unique().with_columns(pl.lit(True).alias("hop"))
                  if self.recent_qids is not None else None)
@@ -492,11 +514,8 @@ def _append(old: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
 
 
 def _rejects(events: pl.DataFrame) -> pl.DataFrame:
-    if events.height == 0:
-        events = pl.DataFrame(schema=EVENT_SCHEMA)
-    if "session_id" not in events.columns:
-        events = events.with_columns(pl.lit(None, pl.String).alias("session_id"))
-    return events.filter(pl.col("kind").is_in(REJECT_KINDS)).with_columns(
+    """Reject, milter and header/body check lines as the rejects table."""
+    return events.with_columns(
         pl.when(pl.col("queue_id") == "NOQUEUE").then(None).otherwise(pl.col("queue_id"))
         .alias("queue_id"),
         pl.when(pl.col("kind") == "check").then(pl.lit("DATA")).otherwise(pl.col("stage"))

@@ -54,8 +54,11 @@ def candidates(program: str, daemon: str | None, word: str | None,
 
 
 def extract_events(frame: pl.DataFrame, rule_id_pattern: str
-                   ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(events, unrecognised lines) for a frame of lines with parsed syslog headers.
+                   ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """(events by kind, unrecognised lines) for a frame of lines with parsed syslog headers.
+
+    Each kind's frame has the header columns and that kind's fields, typed as in
+    EVENT_SCHEMA, in line order.
 
     ``frame`` has line_no, time, host, program, pid, instance, service, daemon, msg. Lines of
     programs that are not part of the mail system are dropped here (the caller counts them).
@@ -88,7 +91,7 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
     pending = [(part, by_id[int(cast(int, key[0]))], 0) for key, part in
                frame.partition_by("cset", include_key=False, as_dict=True).items()]
     del frame
-    found: list[pl.LazyFrame] = []
+    found: list[tuple[str, pl.LazyFrame]] = []
     unknown: list[pl.DataFrame] = []
     while pending:
         plans = []
@@ -105,15 +108,17 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
         for (part, cands, i), res in zip(tried, results, strict=True):
             hit = _matched(res)
             if hit.any():
-                found.append(_finish(_KIND_BY_NAME[cands[i]], res.lazy().filter(hit),
-                                     rule_id_pattern))
+                found.append((cands[i], _finish(_KIND_BY_NAME[cands[i]],
+                                                res.lazy().filter(hit), rule_id_pattern)))
             if not hit.all():
                 pending.append((part.filter(~hit), cands, i + 1))
-    events = (pl.concat(found, how="diagonal_relaxed").collect() if found
-              else pl.DataFrame(schema=EVENT_SCHEMA))
-    missing = [pl.lit(None, dtype=t).alias(n) for n, t in EVENT_SCHEMA.items()
-               if n not in events.columns]
-    events = events.with_columns(missing).sort("line_no")
+    by_kind: dict[str, list[pl.LazyFrame]] = {}
+    for name, plan in found:
+        by_kind.setdefault(name, []).append(plan)
+    names = list(by_kind)
+    plans = [pl.concat(by_kind[n]).sort("line_no") if len(by_kind[n]) > 1 else by_kind[n][0]
+             for n in names]
+    events = dict(zip(names, pl.collect_all(plans), strict=True)) if plans else {}
     unknown_df = pl.concat(unknown) if unknown else empty
     return events, unknown_df
 
@@ -161,7 +166,7 @@ def _finish(kind: lk.LineKind, got: pl.LazyFrame, rule_id_pattern: str) -> pl.La
     if fixes:
         out = out.with_columns(fixes)
     names = out.collect_schema().names()
-    return out.select([c for c in names if c in EVENT_SCHEMA])
+    return out.select([pl.col(c).cast(EVENT_SCHEMA[c]) for c in EVENT_SCHEMA if c in names])
 
 
 def _split_reject_text(out: pl.LazyFrame, has_object: bool, rule_id_pattern: str

@@ -5,7 +5,7 @@ Also the streaming form used by ``triage parse`` to write large outputs in bound
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from triage.ingest.assemble import Assembler
+from triage.ingest.kindframes import KindFrames
 from triage.ingest.maillog import Chunk, ReadOptions, ReadStats, read_chunks
 
 if TYPE_CHECKING:
@@ -37,8 +38,8 @@ class LogTables:
 
 
 def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
-                stats: ReadStats | None = None,
-                progress: Progress | None = None) -> Iterator[dict[str, pl.DataFrame]]:
+                stats: ReadStats | None = None, progress: Progress | None = None,
+                tables: Collection[str] = TABLES) -> Iterator[dict[str, pl.DataFrame]]:
     """Yield, per batch of input, the finished rows of every table (polars frames).
 
     Lines are parsed in small blocks (bounded memory) and assembled in batches of about
@@ -49,13 +50,16 @@ def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
     batch: list[Chunk] = []
 
     def flush() -> dict[str, pl.DataFrame]:
-        events = pl.concat([c.events for c in batch]) if len(batch) > 1 else batch[0].events
+        kinds = KindFrames.concat([c.kinds for c in batch])
         unparsed = (pl.concat([c.unparsed for c in batch]) if len(batch) > 1
                     else batch[0].unparsed)
         batch.clear()
-        t = asm.feed(events)
-        return {"events": events, "sessions": t.sessions, "messages": t.messages,
-                "deliveries": t.deliveries, "rejects": t.rejects, "unparsed": unparsed}
+        t = asm.feed(kinds)
+        out = {"sessions": t.sessions, "messages": t.messages, "deliveries": t.deliveries,
+               "rejects": t.rejects, "unparsed": unparsed}
+        if "events" in tables:  # the wide table costs memory: only when asked for
+            out["events"] = kinds.wide()
+        return out
 
     held = 0
     for chunk in read_chunks(paths, opts, stats):
@@ -64,7 +68,7 @@ def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
             yield flush()
             held = 0
         batch.append(chunk)
-        held += chunk.events.height
+        held += chunk.kinds.height
         if progress is not None:
             progress(chunk.lines)
         if held >= BATCH_EVENTS:
@@ -82,7 +86,7 @@ def collect_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
     """All rows of the requested tables as polars frames, plus reading statistics."""
     stats = ReadStats()
     parts: dict[str, list[pl.DataFrame]] = {t: [] for t in tables}
-    for out in iter_tables(paths, opts, stats, progress):
+    for out in iter_tables(paths, opts, stats, progress, tables):
         for name, frame in out.items():
             if name in parts and frame.height:
                 parts[name].append(frame)
@@ -97,7 +101,8 @@ def collect_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
 def empty_table(name: str) -> pl.DataFrame:
     """A zero-row frame with the table's columns and types."""
     from triage.ingest import assemble as a
-    from triage.ingest.maillog import EVENT_SCHEMA, UNPARSED_SCHEMA
+    from triage.ingest.extract import EVENT_SCHEMA
+    from triage.ingest.maillog import UNPARSED_SCHEMA
 
     if name == "events":
         return pl.DataFrame(schema=EVENT_SCHEMA)
@@ -109,7 +114,7 @@ def empty_table(name: str) -> pl.DataFrame:
         return pl.DataFrame(schema=a.MESSAGE_SCHEMA)
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}")
-    t = Assembler().feed(pl.DataFrame(schema=EVENT_SCHEMA))
+    t = Assembler().feed(KindFrames())
     return t.deliveries if name == "deliveries" else t.rejects
 
 

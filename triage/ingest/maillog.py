@@ -32,12 +32,12 @@ import polars as pl
 from triage.config import DEFAULT_RULE_ID_PATTERN
 from triage.errors import InputError
 from triage.ingest.extract import (
-    EVENT_SCHEMA,
     FIRST_WORD_RE,
     MILTER_PROGRAMS,
     candidates,
     extract_events,
 )
+from triage.ingest.kindframes import KindFrames
 from triage.ingest.linekinds import QID_RE
 
 MAX_LINE_BYTES = 16 * 1024  # syslog daemons cap messages far below this
@@ -71,12 +71,17 @@ class ReadOptions:
 
 @dataclass
 class Chunk:
-    events: pl.DataFrame
+    kinds: KindFrames
     unparsed: pl.DataFrame
     lines: int
     # lines per program name of the lines with a syslog header (mail programs and others)
     programs: dict[str, int] = field(default_factory=dict)
     file: str = ""
+
+    @property
+    def events(self) -> pl.DataFrame:
+        """The wide events table of this chunk (built on demand; see KindFrames)."""
+        return self.kinds.wide()
 
 
 @dataclass
@@ -276,7 +281,7 @@ def parse_block(block: bytes, file: str, first_line_no: int, is_last: bool,
     programs = dict(frame.group_by("program").len().iter_rows())
     stamps = frame.select("line_no", "ts_text")
     frame = frame.drop("ts_text")
-    events, unknown = extract_events(frame, opts.rule_id_pattern)
+    by_kind, unknown = extract_events(frame, opts.rule_id_pattern)
     del frame  # the lines' text is no longer needed; free it before the next step
     if unknown.height:
         unknown = unknown.join(stamps, on="line_no")
@@ -287,8 +292,7 @@ def parse_block(block: bytes, file: str, first_line_no: int, is_last: bool,
                                           "line": pl.String}, orient="row")
     unparsed_df = pl.concat([u.select("line_no", "reason", "line") for u in unparsed]
                             + [bad_frame]).with_columns(pl.lit(file).alias("file"))
-    events = events.with_columns(pl.lit(file).alias("file"))
-    return Chunk(events=conform(events, EVENT_SCHEMA),
+    return Chunk(kinds=KindFrames(by_kind, file),
                  unparsed=unparsed_df.select(list(UNPARSED_SCHEMA)).sort("line_no"),
                  lines=n_lines, programs=programs, file=file)
 
@@ -445,14 +449,14 @@ def read_chunks(paths: Sequence[str | Path], opts: ReadOptions | None = None,
                 covered = pl.lit(False)
                 for lo, hi in spans:
                     covered = covered | pl.col("time").is_between(lo, hi)
-                before = chunk.events.height
-                chunk.events = chunk.events.filter(~covered)
-                stats.skipped_duplicate_lines += before - chunk.events.height
-            if chunk.events.height:
-                tmin, tmax = chunk.events["time"].min(), chunk.events["time"].max()
-                first = tmin if first is None else min(first, tmin)  # type: ignore[type-var,assignment]
-                last = tmax if last is None else max(last, tmax)  # type: ignore[type-var,assignment]
-            stats.events += chunk.events.height
+                before = chunk.kinds.height
+                chunk.kinds = chunk.kinds.filter(~covered)
+                stats.skipped_duplicate_lines += before - chunk.kinds.height
+            span = chunk.kinds.time_range()
+            if span is not None:
+                first = span[0] if first is None else min(first, span[0])
+                last = span[1] if last is None else max(last, span[1])
+            stats.events += chunk.kinds.height
             stats.unparsed += chunk.unparsed.height
             stats.programs.update(chunk.programs)
             yield chunk

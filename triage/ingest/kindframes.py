@@ -1,0 +1,78 @@
+"""Events kept per line kind: each kind's frame holds only that kind's columns.
+
+A wide events table (one column per field of any kind) allocates every string column for
+every row: polars strings are 16-byte views, so 40 mostly-null string columns cost over
+600 bytes per line. Per-kind frames hold what each line has; consumers pick the kinds and
+columns they need, and the wide table is built only where a user asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import cast
+
+import polars as pl
+
+from triage.ingest.extract import EVENT_SCHEMA
+
+
+@dataclass
+class KindFrames:
+    """Frames by line kind, all from one file (``file``), each sorted by line number."""
+
+    frames: dict[str, pl.DataFrame] = field(default_factory=dict)
+    file: str = ""
+
+    @property
+    def height(self) -> int:
+        return sum(f.height for f in self.frames.values())
+
+    def time_range(self) -> tuple[datetime, datetime] | None:
+        lows = [f["time"].min() for f in self.frames.values() if f.height]
+        highs = [f["time"].max() for f in self.frames.values() if f.height]
+        if not lows:
+            return None
+        return cast(datetime, min(lows)), cast(datetime, max(highs))  # type: ignore[type-var]
+
+    def filter(self, predicate: pl.Expr) -> KindFrames:
+        return KindFrames({k: f.filter(predicate) for k, f in self.frames.items()}, self.file)
+
+    def pick(self, kinds: Iterable[str], columns: Sequence[str]) -> pl.DataFrame:
+        """The rows of ``kinds`` with ``columns`` (null where a kind has no such field),
+        in line order. ``file`` is filled in from the chunk."""
+        parts = [self.frames[k] for k in kinds if k in self.frames and self.frames[k].height]
+        cols = list(dict.fromkeys(["line_no", *columns]))
+        out = []
+        for frame in parts:
+            have = set(frame.columns)
+            exprs = [pl.col(c) if c in have else
+                     (pl.lit(self.file, pl.String) if c == "file" else
+                      pl.lit(None, EVENT_SCHEMA[c])).alias(c) for c in cols]
+            out.append(frame.select(exprs))
+        if not out:
+            return pl.DataFrame(schema={c: EVENT_SCHEMA[c] for c in cols})
+        joined = pl.concat(out) if len(out) > 1 else out[0]
+        return joined.sort("line_no") if len(out) > 1 else joined
+
+    def wide(self) -> pl.DataFrame:
+        """All events with every event column (EVENT_SCHEMA), in line order."""
+        return self.pick(list(self.frames), list(EVENT_SCHEMA)).select(list(EVENT_SCHEMA))
+
+    @staticmethod
+    def from_wide(events: pl.DataFrame) -> KindFrames:
+        """Split a wide events frame by kind (all columns kept)."""
+        if events.height == 0:
+            return KindFrames()
+        file = events["file"][0] if "file" in events.columns else ""
+        parts = events.partition_by("kind", as_dict=True)
+        return KindFrames({str(k[0]): f for k, f in parts.items()}, str(file or ""))
+
+    @staticmethod
+    def concat(parts: Sequence[KindFrames]) -> KindFrames:
+        if len(parts) == 1:
+            return parts[0]
+        kinds = dict.fromkeys(k for p in parts for k in p.frames)
+        return KindFrames({k: pl.concat([p.frames[k] for p in parts if k in p.frames])
+                           for k in kinds}, parts[0].file)
