@@ -4,6 +4,7 @@ from triage.cli import (
     evaluate_cmd,  # noqa: F401
     mail_cmd,  # noqa: F401
     parse_cmd,  # noqa: F401
+    report_cmd,  # noqa: F401
     review_cmd,  # noqa: F401
     rules_cmd,  # noqa: F401
     scan_cmd,  # noqa: F401
