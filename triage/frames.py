@@ -33,8 +33,8 @@ from triage.weekly import REFUSING
 __all__ = [
     "AUTH_COLUMNS", "CAMPAIGN_COLUMNS", "DURABILITY_COLUMNS", "HORIZONS", "LEAK_COLUMNS",
     "RULE_HIT_COLUMNS", "WEEKLY_COLUMNS", "HistoryLike", "Trends", "auth_mix", "campaigns",
-    "iso_week", "leak_rate", "rule_durability", "rule_hits", "trends", "week_start",
-    "weekly_counts",
+    "history_end", "history_weeks", "iso_week", "leak_rate", "rule_durability", "rule_hits",
+    "trends", "week_start", "weekly_counts",
 ]
 
 WEEKLY_COLUMNS = ["week", "week_start", "measure", "reason_class", "count"]
