@@ -142,3 +142,43 @@ def test_generated_log_matches_truth(tmp_path: Path) -> None:
     assert m.filter(pl.col("origin") == "pickup").height == truth[
         "messages_received_via_pickup"]
     assert e.filter(pl.col("kind") == "sasl_failure").height == truth["sasl_auth_failures"]
+
+
+def test_results_of_a_long_deferred_message_are_kept(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message that stays in the queue for days still gets its SPF, DKIM and DMARC results
+    and its parent link, which were logged when it arrived."""
+    lines = [
+        "Nov 20 08:00:00 mx postfix/smtpd[100]: connect from mail.example.com[192.0.2.10]",
+        "Nov 20 08:00:01 mx policyd-spf[300]: prepend Received-SPF: Pass (mailfrom) "
+        "identity=mailfrom; client-ip=192.0.2.10; helo=mail.example.com; "
+        "envelope-from=a@example.com; receiver=<UNKNOWN>",
+        "Nov 20 08:00:02 mx postfix/smtpd[100]: CCC333: client=mail.example.com[192.0.2.10]",
+        "Nov 20 08:00:02 mx opendkim[400]: CCC333: DKIM verification successful",
+        "Nov 20 08:00:02 mx opendmarc[500]: CCC333: example.com pass",
+        "Nov 20 08:00:03 mx postfix/qmgr[150]: CCC333: from=<a@example.com>, size=1000, "
+        "nrcpt=1 (queue active)",
+        "Nov 20 08:00:03 mx postfix/smtpd[100]: disconnect from mail.example.com[192.0.2.10] "
+        "ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+        "Nov 20 08:00:04 mx postfix/smtp[600]: CCC333: to=<x@example.net>, relay=none, "
+        "delay=1, delays=1/0/0/0, dsn=4.4.1, status=deferred (connect to mx.example.net"
+        "[198.51.100.1]:25: Connection timed out)",
+    ]
+    # a busy day in between, in many small chunks, so the short windows move on
+    for i in range(3000):
+        t = f"Nov {21 + i // 1000} {10 + (i % 1000) // 60:02d}:{i % 60:02d}:00"
+        lines.append(f"{t} mx postfix/smtpd[{2000 + i}]: connect from b.example[192.0.2.99]")
+    lines += [
+        "Nov 24 08:00:00 mx postfix/smtp[601]: CCC333: to=<x@example.net>, relay=mx.example.net"
+        "[198.51.100.1]:25, delay=345600, delays=345599/0/0.5/0.5, dsn=2.0.0, status=sent "
+        "(250 ok)",
+        "Nov 24 08:00:01 mx postfix/qmgr[150]: CCC333: removed",
+    ]
+    path = tmp_path / "mail.log"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr("triage.ingest.logtables.BATCH_EVENTS", 200)  # many assembly steps
+    frames, _ = collect_tables([path], ReadOptions(year=2026, timezone="UTC",
+                                                   chunk_bytes=8192))
+    m = frames["messages"].filter(pl.col("queue_id") == "CCC333").row(0, named=True)
+    assert m["status"] == "delivered" and m["n_deferred"] == 1
+    assert (m["spf_result"], m["dkim_result"], m["dmarc_result"]) == ("pass", "pass", "pass")

@@ -491,10 +491,20 @@ class Assembler:
             # finished messages still waiting to be emitted need their results
             oldest = cast(datetime, self.pending_messages["first_seen"].min()) - SPF_TOLERANCE
             horizon = min(horizon, oldest)
-        for name in ("spf", "milter", "links", "recent_qids"):
+        recent = pl.col("time") >= horizon
+        # Results for messages still in the queue (deferred for hours, say) are kept past
+        # the window: they are needed when the message is finally removed and emitted.
+        keep = {"spf": recent, "milter": recent, "links": recent, "recent_qids": recent}
+        if self.open_messages is not None and self.open_messages.height:
+            qids = self.open_messages["queue_id"].unique().implode()
+            ips = self.open_messages["client_ip"].drop_nulls().unique().implode()
+            keep["milter"] = recent | pl.col("queue_id").is_in(qids)
+            keep["links"] = recent | pl.col("child").is_in(qids)
+            keep["spf"] = recent | pl.col("client_ip").is_in(ips)
+        for name, cond in keep.items():
             frame = getattr(self, name)
             if frame is not None:
-                setattr(self, name, frame.filter(pl.col("time") >= horizon))
+                setattr(self, name, frame.filter(cond))
 
     def _deliveries(self, kinds: KindFrames) -> pl.DataFrame:
         """Delivery rows; ``hop`` marks a hand-over to a queue file in this same log (content
