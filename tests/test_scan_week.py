@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -20,11 +21,11 @@ from typer.testing import CliRunner
 from triage.cli import prompts, scan_cmd
 from triage.cli.app import app
 from triage.config import load_config
-from triage.model import Evidence, RuleState
+from triage.model import Evidence, RuleKind, RuleState
 from triage.rulebook import load_rulebook
 from triage.scan import scan
 from triage.store import Store
-from triage.weekly_rules import propose_from_history
+from triage.weekly_rules import history_retest, propose_from_history
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -244,3 +245,17 @@ def test_rejected_proposals_come_back_only_when_their_evidence_grew(tmp_path: Pa
     grown = propose_from_history(store, load_rulebook(cfg.rulebook_dir()), cfg)
     assert [r.id for r in grown.renewed] == [no] and not grown.new
     assert load_rulebook(cfg.rulebook_dir()).get(no).state is RuleState.PROPOSED
+
+
+def test_review_edits_are_backtested_on_the_history(tmp_path: Path) -> None:
+    cfg = load_config(_copy_samples(tmp_path / "s"))
+    result = scan(cfg)
+    assert result.proposals is not None
+    retest = history_retest(Store(cfg.state_dir))
+    rule = next(r for r in result.proposals.new if r.kind is RuleKind.SENDER_DOMAIN)
+    assert retest(rule).spam_hits == rule.evidence.spam_hits > 0
+    assert retest(rule).ham_hits == 0
+    ham = Store(cfg.state_dir).read("mail").filter(pl.col("role") == "ham")
+    domain = ham["envelope_sender"].drop_nulls().str.split("@").list.last().mode()[0]
+    edited = retest(replace(rule, key=domain))
+    assert edited.ham_hits > 0 and edited.spam_hits < rule.evidence.spam_hits

@@ -86,8 +86,10 @@ def _recent_weeks(store: Store, table: str, since: datetime | None) -> list[str]
     return [*weeks, NO_WEEK] if table == "mail" else weeks
 
 
-def _history(store: Store, lookback_days: int) -> tuple[pd.DataFrame, SimpleNamespace]:
-    """The mail table and the log tables of the last ``lookback_days`` (by ISO week)."""
+def _history(store: Store, lookback_days: int, logs: bool = True
+             ) -> tuple[pd.DataFrame, SimpleNamespace]:
+    """The mail table and (``logs``) the log tables of the last ``lookback_days``, by ISO
+    week; without ``logs`` the log tables are empty frames."""
     weeks = sorted({w for t in ("mail", *_LOG_TABLES) for w in store.weeks(t)})
     since = None
     if weeks and lookback_days:
@@ -95,9 +97,9 @@ def _history(store: Store, lookback_days: int) -> tuple[pd.DataFrame, SimpleName
         latest = datetime.fromisocalendar(int(year), int(week), 1).replace(tzinfo=UTC)
         since = latest - timedelta(days=lookback_days)
     mail = store.read("mail", _recent_weeks(store, "mail", since)).to_pandas()
-    logs = SimpleNamespace(**{t: store.read(t, _recent_weeks(store, t, since)).to_pandas()
-                              for t in _LOG_TABLES})
-    return mail, logs
+    tables = {t: store.read(t, _recent_weeks(store, t, since)).to_pandas() if logs
+              else pd.DataFrame() for t in _LOG_TABLES}
+    return mail, SimpleNamespace(**tables)
 
 
 def _options(cfg: Config, mail: pd.DataFrame) -> ProposeOptions:
@@ -248,7 +250,7 @@ def history_retest(store: Store, lookback_days: int = 180) -> Callable[[Rule], E
 
     def retest(rule: Rule) -> Evidence:
         if not frames:
-            mail, _ = _history(store, lookback_days)
+            mail, _ = _history(store, lookback_days, logs=False)
             role = mail["role"] if "role" in mail else pd.Series(dtype=object)
             frames["spam"], frames["ham"] = mail[role == "spam"], mail[role == "ham"]
         active = [replace(rule, state=RuleState.ACTIVE)]
