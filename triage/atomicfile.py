@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -19,20 +20,23 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: str | bytes, *, backup_dir: Path | None = None,
-                 mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically. With ``backup_dir``, the current version (if
-    any) is first copied there under the same name, so one step back is always possible."""
+@contextlib.contextmanager
+def atomic_target(path: Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed over
+    ``path`` (and the directory fsynced), on any error or Ctrl-C it is removed.
+
+    ``mode`` defaults to what a new file would get (0666 less the umask), not mkstemp's 0600.
+    """
     path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    if backup_dir is not None and path.exists():
-        backup_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(backup_dir / path.name, path.read_bytes(), mode=mode)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    if mode is None:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
@@ -43,17 +47,20 @@ def write_atomic(path: Path, data: str | bytes, *, backup_dir: Path | None = Non
     fsync_dir(path.parent)
 
 
+def write_atomic(path: Path, data: str | bytes, *, backup_dir: Path | None = None,
+                 mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically. With ``backup_dir``, the current version (if
+    any) is first copied there under the same name, so one step back is always possible."""
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if backup_dir is not None and path.exists():
+        backup_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(backup_dir / path.name, path.read_bytes(), mode=mode)
+    with atomic_target(path, mode) as tmp:
+        tmp.write_bytes(raw)
+
+
 def copy_atomic(src: Path, dst: Path) -> None:
     """Copy ``src`` over ``dst`` atomically, keeping ``src``'s permission bits."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
+    with atomic_target(dst, src.stat().st_mode & 0o7777) as tmp:
         shutil.copy2(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(dst.parent)

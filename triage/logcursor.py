@@ -29,11 +29,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from triage.errors import InputError
 from triage.ingest.maillog import (
     Chunk,
     ReadOptions,
     ReadStats,
+    iter_blocks,
     open_log,
     order_files,
     parse_block,
@@ -212,28 +212,8 @@ def read_new(inputs: Sequence[LogInput], opts: ReadOptions | None = None,
 def _blocks(path: Path, offset: int, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
     """Blocks of whole lines from ``offset`` on, with the content offset after each block.
     A trailing line without its newline is left unread (it may still be being written)."""
-    with open_log(path) as f:
-        if offset:
-            try:
-                f.seek(offset)  # compressed streams seek forward by decompressing
-            except (OSError, EOFError, ValueError) as exc:
-                raise InputError(f"cannot seek to {offset}: {exc}", file=path) from exc
-        read, rest = offset, b""
-        while True:
-            try:
-                data = f.read(chunk_bytes)
-            except (OSError, EOFError) as exc:
-                raise InputError(f"cannot read log: {exc}", file=path) from exc
-            if not data:
-                return
-            read += len(data)
-            buf = rest + data
-            cut = buf.rfind(b"\n")
-            if cut < 0:
-                rest = buf
-                continue
-            rest = buf[cut + 1:]
-            yield buf[:cut + 1], read - len(rest)
+    for block, _, end in iter_blocks(path, chunk_bytes, offset, partial_tail=False):
+        yield block, end
 
 
 def _parse_from(item: LogInput, ref: datetime, opts: ReadOptions, workers: int

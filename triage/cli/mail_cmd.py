@@ -13,7 +13,7 @@ import typer
 
 from triage import read_maillog
 from triage.cli.app import ConfigOpt, app
-from triage.cli.output import atomic_path
+from triage.cli.output import Format, atomic_path
 from triage.config import load_config
 from triage.errors import InputError
 from triage.ingest.mailjoin import join_with_log
@@ -23,12 +23,6 @@ from triage.ingest.mailtable import read_mailboxes
 class Role(StrEnum):
     spam = "spam"
     ham = "ham"
-
-
-class Format(StrEnum):
-    jsonl = "jsonl"
-    csv = "csv"
-    parquet = "parquet"
 
 
 @app.command("mail")

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,9 +18,18 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from triage.atomicfile import atomic_target
 from triage.errors import InputError
 
 FORMATS = ("jsonl", "csv", "parquet")
+
+
+class Format(StrEnum):
+    """The --format choices of commands that write tables."""
+
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
 
 
 @contextlib.contextmanager
@@ -31,20 +39,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise InputError("output directory does not exist", file=directory)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; an output file gets the usual mode
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_target(target) as tmp:
+        yield tmp
 
 
 class TableWriter:

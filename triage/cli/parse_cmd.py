@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from triage.cli.app import ConfigOpt, app
-from triage.cli.output import TableWriter
+from triage.cli.output import Format, TableWriter
 from triage.config import load_config
 from triage.errors import InputError
 from triage.ingest.logtables import TABLES, empty_table, iter_tables
@@ -25,12 +25,6 @@ class Table(StrEnum):
     rejects = "rejects"
     unparsed = "unparsed"
     all = "all"
-
-
-class Format(StrEnum):
-    jsonl = "jsonl"
-    csv = "csv"
-    parquet = "parquet"
 
 
 @app.command("parse")

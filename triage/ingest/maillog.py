@@ -116,27 +116,39 @@ def open_log(path: str | Path) -> IO[bytes]:
     return f
 
 
-def iter_blocks(path: str | Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool]]:
-    """Yield (block of whole lines, is_last). The final block may end without a newline."""
+def iter_blocks(path: str | Path, chunk_bytes: int, offset: int = 0,
+                partial_tail: bool = True) -> Iterator[tuple[bytes, bool, int]]:
+    """Yield (block of whole lines, is_last, offset after the block) from ``offset`` on.
+
+    Offsets count bytes of the decompressed content. A final line without its newline is
+    yielded as the last block when ``partial_tail`` is true, and left unread otherwise (an
+    incremental reader comes back for it: the line may still be being written).
+    """
     with open_log(path) as f:
-        rest = b""
+        if offset:
+            try:
+                f.seek(offset)  # compressed streams seek forward by decompressing
+            except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+                raise InputError(f"cannot seek to {offset}: {exc}", file=path) from exc
+        read, rest = offset, b""
         while True:
             try:
                 data = f.read(chunk_bytes)
             except (OSError, EOFError, lzma.LZMAError) as exc:
-                # A truncated or corrupt compressed file: keep what was read, report the rest.
+                # a truncated or corrupt compressed file
                 raise InputError(f"cannot read log: {exc}", file=path) from exc
             if not data:
-                if rest:
-                    yield rest, True
+                if rest and partial_tail:
+                    yield rest, True, read
                 return
+            read += len(data)
             buf = rest + data
             cut = buf.rfind(b"\n")
             if cut < 0:
                 rest = buf
                 continue
             rest = buf[cut + 1:]
-            yield buf[:cut + 1], False
+            yield buf[:cut + 1], False, read - len(rest)
 
 
 def first_timestamp(path: str | Path, opts: ReadOptions) -> datetime | None:
@@ -475,14 +487,14 @@ def _parse_blocks(path: Path, ref: datetime, opts: ReadOptions,
     workers = 1 if opts.year is not None else max(1, min(opts.workers, os.cpu_count() or 1))
     line_no = 1
     if workers == 1:
-        for block, is_last in iter_blocks(path, opts.chunk_bytes):
+        for block, is_last, _ in iter_blocks(path, opts.chunk_bytes):
             chunk = parse_block(block, str(path), line_no, is_last, ref, opts, year_state)
             line_no += chunk.lines
             yield chunk
         return
     pending: deque[Future[Chunk]] = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for block, is_last in iter_blocks(path, opts.chunk_bytes):
+        for block, is_last, _ in iter_blocks(path, opts.chunk_bytes):
             pending.append(pool.submit(parse_block, block, str(path), line_no, is_last, ref,
                                        opts, {}))
             line_no += block.count(b"\n") + (1 if is_last and not block.endswith(b"\n") else 0)
