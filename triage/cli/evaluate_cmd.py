@@ -9,14 +9,9 @@ from typing import Annotated
 
 import typer
 
-from triage import read_maillog
 from triage.cli.app import ConfigOpt, app
-from triage.cli.mail_cmd import _expand, log_hostnames
 from triage.config import load_config
 from triage.errors import InputError
-from triage.evaluate import evaluate
-from triage.ingest.mailtable import guess_my_hostnames, read_mailboxes
-from triage.propose import ProposeOptions
 
 
 class Period(StrEnum):
@@ -52,6 +47,13 @@ def evaluate_command(
     for p in [*spam, *ham]:
         if not p.exists():
             raise InputError("no such mail folder or file", file=p)
+    # heavy modules are imported when the command runs, not when the CLI starts
+    from triage import read_maillog
+    from triage.cli.mail_cmd import _expand, log_hostnames
+    from triage.evaluate import evaluate
+    from triage.ingest.mailtable import guess_my_hostnames, read_mailboxes
+    from triage.propose import ProposeOptions
+
     logs = read_maillog(_expand(log), timezone=cfg.log_timezone) if log else None
     names = my_hostname or list(cfg.my_hostnames) or \
         (log_hostnames(logs.messages) if logs is not None else None)

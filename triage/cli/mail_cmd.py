@@ -6,9 +6,8 @@ import glob
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from triage import read_maillog
@@ -16,8 +15,9 @@ from triage.cli.app import ConfigOpt, app
 from triage.cli.output import Format, atomic_path
 from triage.config import load_config
 from triage.errors import InputError
-from triage.ingest.mailjoin import join_with_log
-from triage.ingest.mailtable import read_mailboxes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Role(StrEnum):
@@ -59,9 +59,13 @@ def mail_command(
         messages = read_maillog(_expand(log), timezone=cfg.log_timezone).messages
         if names is None:
             names = log_hostnames(messages)
+    from triage.ingest.mailtable import read_mailboxes  # heavy: imported when run
+
     df = read_mailboxes(paths, role=role.value if role else None, my_hostnames=names,
                         trusted_relays=cfg.trusted_relays, subfolders=subfolders)
     if messages is not None:
+        from triage.ingest.mailjoin import join_with_log
+
         df = join_with_log(df, messages)
     write_table(df, fmt.value, out)
 

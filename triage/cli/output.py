@@ -12,11 +12,12 @@ import sys
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # imported where used: `triage --help` and cheap commands stay light
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 from triage.atomicfile import atomic_target
 from triage.errors import InputError
@@ -79,6 +80,8 @@ class TableWriter:
         self.rows += frame.height
         if self.fmt == "parquet":
             if self._pq is None:
+                import pyarrow.parquet as pq
+
                 # zstd level 1 and dictionaries only for the low-cardinality columns: measured
                 # here about twice as fast as the defaults, files as small
                 dictionary = [f.name for f in self._schema if f.name in LOW_CARDINALITY]
@@ -89,6 +92,8 @@ class TableWriter:
             return
         if frame.height == 0:
             return
+        import polars as pl
+
         df = pl.from_arrow(table)
         assert isinstance(df, pl.DataFrame)
         if self.fmt == "csv":
@@ -106,6 +111,8 @@ class TableWriter:
         if self._pq is not None:
             self._pq.close()
         elif self.fmt == "parquet" and self._schema is not None:
+            import pyarrow.parquet as pq
+
             pq.write_table(self._schema.empty_table(), self._stream)
         if self.out is None:
             self._stream.flush()
@@ -126,11 +133,15 @@ LOW_CARDINALITY = frozenset({
 
 def _arrow(frame: pl.DataFrame) -> pa.Table:
     # the newest Arrow layout keeps polars' string views: no copy of every string
+    import polars as pl
+
     return frame.to_arrow(compat_level=pl.CompatLevel.newest())
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Cast a chunk to the schema of the first chunk (all-null columns come out as strings)."""
+    import pyarrow as pa
+
     cols = []
     for f in schema:
         if f.name in table.column_names:
