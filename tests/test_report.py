@@ -13,6 +13,7 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # before anything imports matplotlib
 
+from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 import triage
@@ -118,8 +119,8 @@ def test_empty_history_is_an_error_and_keeps_the_old_file(tmp_path: Path) -> Non
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".old.html")] == []
 
 
-def _texts(fig: object) -> str:
-    return " ".join(t.get_text() for ax in fig.axes for t in ax.texts)  # type: ignore[attr-defined]
+def _texts(fig: Figure) -> str:
+    return " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
 
 
 def test_durability_chart_with_and_without_rules(sample_config: Path) -> None:
