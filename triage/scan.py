@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import polars as pl
@@ -34,7 +35,9 @@ from triage.logcursor import LogInput, plan_reads, read_new
 from triage.model import RuleState
 from triage.rulebook import load_rulebook
 from triage.store import Store
-from triage.weekly_rules import ProposalReport, propose_from_history, rule_feedback
+
+if TYPE_CHECKING:
+    from triage.weekly_rules import ProposalReport
 
 __all__ = ["ScanProgress", "ScanResult", "log_paths", "mail_folders", "scan"]
 
@@ -167,6 +170,9 @@ def _rule_steps(cfg: Config, store: Store, result: ScanResult, now: datetime | N
     after the rulebook: a scan killed between its commit and its proposals proposes on the
     next run even though that run finds nothing new.
     """
+    # imported here: the proposer (scipy, the backtest) is not needed to start the CLI
+    from triage.weekly_rules import propose_from_history, rule_feedback
+
     book = load_rulebook(cfg.rulebook_dir())
     marker = store.root / "proposed-generation"
     done = marker.read_text().strip() if marker.exists() else ""

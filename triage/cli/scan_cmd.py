@@ -36,7 +36,6 @@ from triage.rulebook import load_rulebook, promote_trials
 from triage.scan import ScanProgress, ScanResult, scan
 from triage.store import Store
 from triage.weekly import week_summary, weekly_counts
-from triage.weekly_rules import feedback_json, history_retest
 
 console = Console()
 err_console = Console(stderr=True)
@@ -109,6 +108,8 @@ def scan_command(
         summary["new_campaigns"] = result.proposals.campaigns
         summary["new_single_messages"] = result.proposals.single_messages
     if as_json:
+        from triage.weekly_rules import feedback_json
+
         typer.echo(json.dumps({"scan": _scan_json(result), "summary": summary,
                                "proposals": _proposals_json(result),
                                "feedback": feedback_json(result.feedback)},
@@ -228,6 +229,8 @@ def _review_and_install(cfg: Config, result: ScanResult) -> None:
     """The interactive end of the scan: the review (the same loop as `triage review`),
     promotion of trial rules that passed, then the maps that changed, installed after a
     confirmation."""
+    from triage.weekly_rules import history_retest
+
     book = load_rulebook(cfg.rulebook_dir())
     session = ReviewSession(book, getpass.getuser(), retest=history_retest(
         Store(cfg.state_dir)))
