@@ -59,7 +59,9 @@ def _scan_json(cfg: Path) -> dict[str, Any]:
 
 
 def _stamp(t: datetime) -> str:
-    return t.strftime("%b %e %H:%M:%S")
+    # RFC 3339, as rsyslog writes after a switch to its modern template: these lines are
+    # stamped with today's date, a year after the samples, whose config fixes log_year
+    return t.isoformat()
 
 
 def _next_week(t: datetime, active: str, a_key: str, trial: str, t_key: str, on_ham: str,

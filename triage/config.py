@@ -41,6 +41,10 @@ class Config:
     sender_table: str = "hash"
     # Time zone of traditional syslog stamps (which carry none); None = this machine's zone.
     log_timezone: str | None = None
+    # Year of the first traditional stamp of each log file, for logs whose modification time
+    # says nothing about their content (copied, checked out, archived). None = infer the year
+    # from the file's modification time, which is right for live /var/log files.
+    log_year: int | None = None
     # A regular expression whose first group is the rule id in reject/warn texts.
     rule_id_pattern: str = DEFAULT_RULE_ID_PATTERN
     # How long a second `triage scan` waits for the first one's lock before it gives up.
@@ -65,7 +69,7 @@ class Config:
 _LIST_KEYS = ("logs", "spam", "ham", "my_hostnames", "trusted_relays")
 _PATH_KEYS = ("state_dir", "postfix_dir", "rules_dir", "postfix_config_dir")
 _STR_KEYS = ("log_timezone", "rule_id_pattern", "postfix_command", "sender_table")
-_NUM_KEYS = ("lock_wait", "trial_days", "stale_days")
+_NUM_KEYS = ("lock_wait", "trial_days", "stale_days", "log_year")
 _BOOL_KEYS = ("postfix_reload",)
 
 
@@ -132,6 +136,8 @@ def load_config(explicit: str | Path | None = None) -> Config:
             val = section[key]
             if isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0:
                 raise ConfigError(f"setting '{key}' must be a non-negative number", file=path)
+            if key == "log_year" and not 1970 <= val <= 9999:
+                raise ConfigError("setting 'log_year' must be a year such as 2025", file=path)
             kwargs[key] = val if key == "lock_wait" else int(val)
     for key in _BOOL_KEYS:
         if key in section:

@@ -130,7 +130,8 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
         gen = store.begin()
         state = gen.base
         result = ScanResult(generation=gen.number, committed=False)
-        opts = ReadOptions(timezone=cfg.log_timezone, rule_id_pattern=cfg.rule_id_pattern)
+        opts = ReadOptions(year=cfg.log_year, timezone=cfg.log_timezone,
+                           rule_id_pattern=cfg.rule_id_pattern)
         inputs = plan_reads(logs, state.cursors, opts)
         hosts = _read_logs(inputs, opts, gen.add, report, result)
         seen = store.seen(state)

@@ -54,7 +54,8 @@ def evaluate_command(
     from triage.ingest.mailtable import guess_my_hostnames, read_mailboxes
     from triage.propose import ProposeOptions
 
-    logs = read_maillog(_expand(log), timezone=cfg.log_timezone) if log else None
+    logs = (read_maillog(_expand(log), year=cfg.log_year, timezone=cfg.log_timezone)
+            if log else None)
     names = my_hostname or list(cfg.my_hostnames) or \
         (log_hostnames(logs.messages) if logs is not None else None)
     if names is None:

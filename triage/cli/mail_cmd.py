@@ -56,7 +56,8 @@ def mail_command(
     names = my_hostname or list(cfg.my_hostnames) or None
     messages = None
     if log:
-        messages = read_maillog(_expand(log), timezone=cfg.log_timezone).messages
+        messages = read_maillog(_expand(log), year=cfg.log_year,
+                                timezone=cfg.log_timezone).messages
         if names is None:
             names = log_hostnames(messages)
     from triage.ingest.mailtable import read_mailboxes  # heavy: imported when run

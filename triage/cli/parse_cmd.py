@@ -32,8 +32,9 @@ def parse_command(
     logs: Annotated[list[Path], typer.Argument(
         help="mail.log files (plain, .gz, .bz2, .xz), in any order.", show_default=False)],
     year: Annotated[int | None, typer.Option(
-        help="Year of the first traditional timestamp of each file (default: inferred from "
-        "the file's modification time).", show_default=False)] = None,
+        help="Year of the first traditional timestamp of each file (default: log_year in the "
+        "config, else inferred from the file's modification time).", show_default=False)]
+        = None,
     table: Annotated[Table, typer.Option(
         help="Which table to write; 'all' writes one file per table into --out DIR.")]
         = Table.events,
@@ -46,7 +47,8 @@ def parse_command(
     """Parse mail.log files into tables (events, sessions, messages, deliveries, rejects,
     unparsed). Streams in bounded memory; a summary goes to stderr."""
     cfg = load_config(config)
-    opts = ReadOptions(year=year, timezone=cfg.log_timezone, rule_id_pattern=cfg.rule_id_pattern)
+    opts = ReadOptions(year=year if year is not None else cfg.log_year,
+                       timezone=cfg.log_timezone, rule_id_pattern=cfg.rule_id_pattern)
     names = list(TABLES) if table is Table.all else [table.value]
     if table is Table.all:
         if out is None:
