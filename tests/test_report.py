@@ -36,7 +36,7 @@ def _config(directory: Path, state: Path) -> Path:
         f'logs = ["{SAMPLES}/mail.log*"]\n'
         f'spam = ["{SAMPLES}/maildir/alice/.Spam", "{SAMPLES}/maildir/bob/.Spam"]\n'
         f'ham = ["{SAMPLES}/maildir/alice", "{SAMPLES}/maildir/bob"]\n'
-        'my_hostnames = ["mx.example.org"]\nlog_timezone = "UTC"\n'
+        'my_hostnames = ["mx.example.org"]\nlog_timezone = "UTC"\nlog_year = 2025\n'
         f'state_dir = "{state}"\n', encoding="utf-8")
     return path
 
