@@ -107,7 +107,7 @@ def test_every_command_has_help(command: str) -> None:
     assert len(res.output.strip()) > 40
 
 
-@pytest.mark.parametrize("command", ["parse", "explain", "mail"])
+@pytest.mark.parametrize("command", _commands())
 def test_command_is_described_in_the_readme(command: str) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert re.search(rf"triage {re.escape(command)}\b", readme), \
