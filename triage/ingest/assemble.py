@@ -36,6 +36,7 @@ from triage.ingest.maillog import conform
 
 RECENT = timedelta(hours=1)  # how long hop links, milter and SPF results are kept
 SPF_TOLERANCE = timedelta(minutes=15)
+LINK_TOLERANCE = timedelta(minutes=10)  # a hop's link is logged as its next queue file starts
 
 _SESSION_EVENTS = ("connect", "disconnect", "client", "reject", "milter", "tls", "sasl_failure",
                    "lost_connection", "timeout", "too_many_errors", "improper_pipelining",
@@ -411,10 +412,17 @@ class Assembler:
     def _attach_parents(self, msgs: pl.DataFrame) -> pl.DataFrame:
         parent = pl.col("orig_queue_id")
         if self.links is not None and self.links.height:
-            links = (self.links.sort("time").unique(["host", "child"], keep="last")
+            # The link nearest in time to the message's first line: a reused queue id may
+            # have had another parent hours before.
+            links = (self.links.sort("time")
                      .select("host", pl.col("child").alias("queue_id"),
+                             pl.col("time").alias("link_time"),
                              pl.col("parent").alias("link_parent"), "link_kind"))
-            msgs = msgs.join(links, on=["host", "queue_id"], how="left")
+            left = msgs.with_row_index("_row").sort("first_seen")
+            msgs = left.join_asof(links, left_on="first_seen", right_on="link_time",
+                                  by=["host", "queue_id"], strategy="nearest",
+                                  tolerance=LINK_TOLERANCE, check_sortedness=False
+                                  ).sort("_row").drop("_row", "link_time")
             parent = pl.coalesce("orig_queue_id", "link_parent")
         else:
             msgs = msgs.with_columns(pl.lit(None, pl.String).alias("link_kind"))
@@ -510,13 +518,22 @@ class Assembler:
         """Delivery rows; ``hop`` marks a hand-over to a queue file in this same log (content
         filter re-injection, a second instance), as opposed to a final delivery."""
         out = kinds.pick(["delivery"], DELIVERY_COLUMNS).select(DELIVERY_COLUMNS)
-        known = (self.recent_qids.select("host", pl.col("queue_id").alias("next_queue_id"))
-                 .unique().with_columns(pl.lit(True).alias("hop"))
-                 if self.recent_qids is not None else None)
-        if known is None:
+        if self.recent_qids is None or out.height == 0:
             return out.with_columns(pl.lit(False).alias("hop"))
-        return out.join(known, on=["host", "next_queue_id"], how="left").with_columns(
-            pl.col("hop").fill_null(False))
+        # The next queue file must have been created while this delivery was under way (its
+        # client= or pickup line falls within the delivery's delay): a remote server's own
+        # "queued as" id that happens to equal one of ours is not a hop.
+        known = self.recent_qids.group_by("host", "queue_id").agg(
+            pl.col("time").alias("_created")).rename({"queue_id": "next_queue_id"})
+        slack = pl.duration(seconds=60)
+        start = pl.col("time") - pl.duration(seconds=pl.col("delay").fill_null(0)) - slack
+        rows = out.with_row_index("_row")
+        cand = rows.select("_row", "host", "next_queue_id", "time", "delay").join(
+            known, on=["host", "next_queue_id"]).explode("_created").filter(
+            pl.col("_created").is_between(start, pl.col("time") + slack))
+        hops = cand.select("_row").unique().with_columns(pl.lit(True).alias("hop"))
+        return rows.join(hops, on="_row", how="left").with_columns(
+            pl.col("hop").fill_null(False)).drop("_row")
 
 
 def _append(old: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
