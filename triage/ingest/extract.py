@@ -15,7 +15,7 @@ import polars as pl
 
 from triage.ingest import linekinds as lk
 
-FIRST_WORD_RE = rf"^(?:(?:{lk.QID_RE}|NOQUEUE): )?([^\s:;=\[]+)"
+FIRST_WORD_RE = rf"^(?:(?:{lk.QID_RE}|NOQUEUE)?: )?([^\s:;=\[]+)"
 MILTER_PROGRAMS = frozenset({"policyd-spf", "opendkim", "opendmarc"})
 _KIND_BY_NAME = {k.name: k for k in lk.KINDS}
 _KIND_WORDS = frozenset(w for k in lk.KINDS for w in k.words if w != "*")

@@ -197,14 +197,15 @@ KINDS: tuple[LineKind, ...] = (
        r"^addr (?P<client_ip>\S+) listed by domain (?P<domain>\S+) as (?P<detail>\S+)$"),
     # policyd-spf: "prepend Received-SPF: Pass (mailfrom) identity=..." (its action line) and
     # "Pass; identity=..." (its result line, older versions or debugLevel settings).
+    # Debian's policyd-spf (2.0) writes an empty queue-id field first: "policyd-spf[235]: : ...".
     _k("spf", "policyd-spf",
        "prepend Pass Fail Softfail SoftFail Neutral None Temperror TempError Permerror PermError",
-       r"^(?:prepend Received-SPF: )?(?P<result>Pass|Fail|Softfail|SoftFail|Neutral|None|"
+       r"^(?:: )?(?:prepend Received-SPF: )?(?P<result>Pass|Fail|Softfail|SoftFail|Neutral|None|"
        r"Temperror|TempError|Permerror|PermError)(?: \([^)]*\))?;? identity=(?P<identity>\w+); "
        r"client-ip=(?P<client_ip>[^;\s]+); helo=(?P<helo>[^;]*); "
        r"envelope-from=(?P<sender>[^;]*); receiver=(?P<recipient>[^;]*?)\s*$"),
     _k("spf_action", "policyd-spf", "",
-       r"^(?:(?P<action>reject|defer|REJECT|DEFER) )?(?P<code>[45]\d\d) "
+       r"^(?:: )?(?:(?P<action>reject|defer|REJECT|DEFER) )?(?P<code>[45]\d\d) "
        r"(?P<enhanced_code>\d\.\d{1,3}\.\d{1,3}) (?P<reason>.*)$"),
     _k("dkim", "opendkim", "",
        rf"^{QID}: (?P<detail>.*)$"),
@@ -212,6 +213,11 @@ KINDS: tuple[LineKind, ...] = (
        rf"^{QID}: (?P<domain>[^\s:()]+) (?P<result>pass|fail|none|bestguesspass|quarantine|"
        r"reject|temperror|permerror)$"),
     _k("dmarc_info", "opendmarc", "", rf"^{QID}: (?P<detail>.*)$"),
+    # start, stop and configuration lines of the milters and the policy server
+    _k("milter_info", "opendkim opendmarc policyd-spf", "",
+       r"^(?P<detail>(?:OpenDKIM|OpenDMARC) Filter v\S+ (?:starting|terminating)\b.*|"
+       r"additional trusted authentication services: .*|Policy server .*|"
+       r"(?:OpenDKIM|OpenDMARC)(?: Filter)?: (?:exiting|terminating).*)$"),
     # Recognised Postfix messages that carry nothing triage models; kept as events so they are
     # counted, never reported as unparsed.
     _k("warning", "*", "warning error fatal panic",

@@ -323,7 +323,7 @@ _HEADER_RE = (
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
     r"(?:Z|[+-][0-9]{2}:?[0-9]{2})"
     r") (?P<host>[^ ]+) (?P<program>[^ \[:]+)(?:\[(?P<pid_text>[0-9]+)\])?: "
-    rf"(?:(?:{QID_RE}|NOQUEUE): )?(?P<word>[^ \t:;=\[]+)?"
+    rf"(?:(?:{QID_RE}|NOQUEUE)?: )?(?P<word>[^ \t:;=\[]+)?"
 )
 _WORD_WINDOW = 48  # enough for a long queue id, ": " and the longest first word
 
