@@ -207,5 +207,11 @@ def test_bench_log_parses_without_unparsed_postfix_lines(postfix_bench: Bench,
     postfix_bench.wait_for_log(rf"postfix/qmgr\[\d+\]: {res.queue_id}: removed")
     parsed = triage.read_maillog([postfix_bench.paths.maillog])
     assert len(parsed.rejects) >= 1 and len(parsed.deliveries) >= 1
-    unparsed = parsed.unparsed[parsed.unparsed["line"].str.contains(r" postfix/[\w/-]+\[")]
+    # no line of Postfix, policyd-spf, opendkim or opendmarc is left unread
+    unparsed = parsed.unparsed[parsed.unparsed["line"].str.contains(
+        r" (?:postfix/[\w/-]+|policyd-spf|opendkim|opendmarc)\[")]
     assert unparsed.empty, unparsed["line"].tolist()
+    # and the bench's policyd-spf result reaches the replayed message
+    row = parsed.messages[parsed.messages["queue_id"] == res.queue_id].iloc[0]
+    assert row["spf_result"] in {"pass", "fail", "softfail", "neutral", "none", "temperror",
+                                 "permerror"}
