@@ -325,7 +325,9 @@ def stats_command(
 
 @app.command("init")
 def init_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the config.")]
+    out: Annotated[Path, typer.Option(
+        "--config", "--out", "-c", "-o",
+        help="The config file to write (the file the other commands then read).")]
         = Path("~/.config/triage/triage.toml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")]
         = False,
