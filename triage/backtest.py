@@ -25,6 +25,7 @@ import pandas as pd
 from triage.emit.postfix import Hit, MapSet, Verdict, render_line, sender_lookup_keys
 from triage.emit.tables import Table, parse_table
 from triage.features import to_text
+from triage.generalise import subject_probe
 from triage.model import Rule, RuleKind, RuleState
 
 __all__ = ["confirm_no_ham", "log_rows", "match", "permitted", "refused", "summarise", "to_rule"]
@@ -205,6 +206,19 @@ def _kind_hits(kind: RuleKind, cands: pd.DataFrame, tables: _Tables,
         probes = pd.DataFrame({"value": col, "probe": "x-mailer:" + raw.str.lower()}).dropna() \
             .drop_duplicates()
         parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
+    if "subject" in table:
+        col = table["subject"].map(subject_line)
+        probes = pd.DataFrame({"value": col, "probe": table["subject"].map(subject_probe)}) \
+            .dropna().drop_duplicates()
+        parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
+    if "message_id" in table:
+        col = table["message_id"].map(message_id_line)
+        dom = table["message_id"].map(lambda m: m.strip().strip("<>").rpartition("@")[2]
+                                      if isinstance(m, str) and "@" in m else None)
+        probes = _suffix_probes(dom, "message-id:").rename(columns={"value": "domain"}).merge(
+            pd.DataFrame({"value": col, "domain": dom}).dropna().drop_duplicates(),
+            on="domain")[["value", "probe"]]
+        parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
@@ -312,6 +326,17 @@ def _text(v: object) -> str | None:
     return v if isinstance(v, str) and v else None
 
 
+def subject_line(subject: object) -> str | None:
+    """The Subject header line header_checks sees for a ``mail`` row's subject."""
+    return f"Subject: {subject}" if _text(subject) else None
+
+
+def message_id_line(message_id: object) -> str | None:
+    """The Message-ID header line for a ``mail`` row's id (stored without ``<>``)."""
+    mid = _text(message_id)
+    return f"Message-ID: <{mid.strip().strip('<>')}>" if mid else None
+
+
 def check_row(maps: MapSet, row: pd.Series) -> Verdict:
     """``MapSet.check`` for one featured row (headers rebuilt from From and X-Mailer)."""
     headers = []
@@ -319,6 +344,9 @@ def check_row(maps: MapSet, row: pd.Series) -> Verdict:
         headers.append(f"From: {row['from_address']}")
     if _text(row.get("x_mailer")):
         headers.append(f"X-Mailer: {str(row['x_mailer']).strip()}")
+    for line in (subject_line(row.get("subject")), message_id_line(row.get("message_id"))):
+        if line:
+            headers.append(line)
     sender = row.get("envelope_sender")
     return maps.check(client_ip=_text(row.get("client_ip")),
                       client_name=_text(row.get("client_name")), helo=_text(row.get("helo")),
@@ -390,7 +418,9 @@ def refused(rules: Sequence[Rule], table: pd.DataFrame) -> pd.Series:
     if RuleKind.HEADER in present:
         frm = col("from_address").map(lambda a: f"From: {a}" if a else None)
         xm = col("x_mailer").map(lambda m: f"X-Mailer: {str(m).strip()}" if m else None)
-        for lines in (frm, xm):
+        subj = col("subject").map(subject_line)
+        mid = col("message_id").map(message_id_line)
+        for lines in (frm, xm, subj, mid):
             steps.append(_field_ids(lines, lambda h: maps.lookup(RuleKind.HEADER, [str(h)])))
     out = none
     for ids in steps:

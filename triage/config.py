@@ -53,6 +53,9 @@ class Config:
     trial_days: int = 14
     # A rule with no hit for this many days becomes a candidate for retirement.
     stale_days: int = 90
+    # The operator's own allowlist files (rules/allowlist.toml's format), added to the shipped
+    # one: nothing they name is ever proposed. Relative paths are relative to this file.
+    allowlist: tuple[str, ...] = ()
 
     def rulebook_dir(self) -> Path:
         """Where the rule files live."""
@@ -65,8 +68,12 @@ class Config:
             p = str(self.source.parent / p)
         return p
 
+    def allowlist_files(self) -> tuple[str, ...]:
+        """The ``allowlist`` setting with each path resolved (see ``resolve``)."""
+        return tuple(self.resolve(p) for p in self.allowlist)
 
-_LIST_KEYS = ("logs", "spam", "ham", "my_hostnames", "trusted_relays")
+
+_LIST_KEYS = ("logs", "spam", "ham", "my_hostnames", "trusted_relays", "allowlist")
 _PATH_KEYS = ("state_dir", "postfix_dir", "rules_dir", "postfix_config_dir")
 _STR_KEYS = ("log_timezone", "rule_id_pattern", "postfix_command", "sender_table")
 _NUM_KEYS = ("lock_wait", "trial_days", "stale_days", "log_year")

@@ -11,6 +11,7 @@ the allowlist and public suffixes are refused.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,12 +22,14 @@ import pandas as pd
 
 from triage.emit.postfix import pcre_literal
 from triage.features import is_random_label
+from triage.ingest.address import registered_domain
 from triage.model import RuleKind
 from triage.shield import Shield
 
 __all__ = [
     "CANDIDATE_COLUMNS", "Limits", "cidr_candidates", "header_candidates", "helo_candidates",
-    "name_pattern", "rdns_candidates", "sender_candidates",
+    "message_id_domain", "message_id_key", "name_pattern", "rdns_candidates",
+    "sender_candidates", "subject_key", "subject_probe",
 ]
 
 CANDIDATE_COLUMNS = ["kind", "key", "anchor", "generaliser", "sources"]
@@ -43,6 +46,8 @@ class Limits:
     min_sources: int = 2         # distinct spam addresses inside a network wider than a host
     min_hosts: int = 3           # distinct spam host names behind an rDNS/HELO regex
     min_days: int = 2            # distinct days the spam behind a proposal arrived on
+    min_subject_chars: int = 10  # a Subject rule needs a subject at least this long ...
+    min_subject_words: int = 2   # ... of at least this many words
 
 
 def _frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
@@ -253,10 +258,115 @@ def sender_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limit
     return _frame(rows)
 
 
+def _subject_text(subject: object) -> str | None:
+    """A subject's words, lower case, joined by one space (white space runs, folding
+    included, count as one space); None for a subject a Subject rule is never made from
+    (empty, or a word not printable ASCII: Postfix sees the raw, MIME-encoded header, not
+    the decoded text)."""
+    if not isinstance(subject, str):
+        return None
+    words = subject.split()
+    if not words or not all(w.isascii() and w.isprintable() for w in words):
+        return None
+    return " ".join(words).lower()
+
+
+def subject_probe(subject: object) -> str | None:
+    """The backtest's anchor for a subject: ``subject:`` and a digest of ``_subject_text``
+    (a digest, as an anchor may not hold ``|``), or None."""
+    text = _subject_text(subject)
+    if text is None:
+        return None
+    return "subject:" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def subject_key(subject: str) -> str:
+    """A header_checks regex for exactly this subject, up to case and white space: each
+    word through the emitter's ``pcre_literal`` (so metacharacters, ``/`` and control
+    characters are escapes), white space runs as ``\\s+``, anchored on both ends.
+
+    >>> subject_key("50% off / today")
+    '^Subject:\\\\s*50\\\\%\\\\s+off\\\\s+\\\\/\\\\s+today\\\\s*$'
+    """
+    words = [pcre_literal(w, anchored=False) for w in subject.split()]
+    return r"^Subject:\s*" + r"\s+".join(words) + r"\s*$"
+
+
+def message_id_domain(message_id: object) -> str | None:
+    """The registered domain right of the ``@`` of a Message-ID (``<`` ``>`` optional), or
+    None (no ``@``, an address literal, a public suffix)."""
+    if not isinstance(message_id, str) or "@" not in message_id:
+        return None
+    dom = message_id.strip().strip("<>").rpartition("@")[2].strip().lower().rstrip(".")
+    if not dom or dom.startswith("[") or not re.fullmatch(r"[a-z0-9.-]+", dom):
+        return None
+    return registered_domain(dom)
+
+
+def message_id_key(domain: str) -> str:
+    """A header_checks regex for Message-IDs whose right-hand side is ``domain`` or a
+    name under it."""
+    dom = pcre_literal(domain, anchored=False)
+    return rf"^Message-ID:\s*<[^<>@]*@([^<>@]*\.)?{dom}>"
+
+
+def _subject_rows(spam: pd.DataFrame, ham: pd.DataFrame, limits: Limits
+                  ) -> list[dict[str, object]]:
+    """Subjects shared by several spam messages from several sources over several days,
+    long enough to be specific, and equal (as ``subject_probe`` sees them) to no ham
+    subject."""
+    if "subject" not in spam:
+        return []
+    probes = spam["subject"].map(subject_probe)
+    s = spam.assign(probe=probes).dropna(subset=["probe"])
+    if s.empty:
+        return []
+    ham_probes = set(ham["subject"].map(subject_probe).dropna()) if "subject" in ham \
+        else set()
+    days = s["day"] if "day" in s else pd.Series(0, index=s.index)
+    agg = s.assign(d=days).groupby("probe").agg(
+        messages=("probe", "size"), sources=("client_ip", "nunique"), days=("d", "nunique"),
+        subject=("subject", "first"))
+    need_days = limits.min_days if "day" in s else 1
+    agg = agg[(agg["messages"] >= limits.min_messages) & (agg["sources"] >= limits.min_sources)
+              & (agg["days"] >= need_days) & ~agg.index.isin(ham_probes)]
+    rows: list[dict[str, object]] = []
+    for probe, a in agg.iterrows():
+        text = _subject_text(a["subject"]) or ""
+        if len(text) < limits.min_subject_chars or len(text.split()) < limits.min_subject_words:
+            continue
+        rows.append({"kind": RuleKind.HEADER.value, "key": subject_key(str(a["subject"])),
+                     "anchor": str(probe), "generaliser": "header_subject",
+                     "sources": int(a["sources"])})
+    return rows
+
+
+def _message_id_rows(spam: pd.DataFrame, shield: Shield, ham: pd.DataFrame, limits: Limits
+                     ) -> list[dict[str, object]]:
+    """Message-ID registered domains shared by several spam messages from several sources,
+    in no ham Message-ID, not shielded (ham sender/From/DKIM domains, the allowlists)."""
+    if "message_id" not in spam:
+        return []
+    s = spam.assign(mid=spam["message_id"].map(message_id_domain)).dropna(subset=["mid"])
+    if s.empty:
+        return []
+    ham_domains = set(ham["message_id"].map(message_id_domain).dropna()) \
+        if "message_id" in ham else set()
+    agg = s.groupby("mid").agg(messages=("mid", "size"), sources=("client_ip", "nunique"))
+    agg = agg[(agg["messages"] >= limits.min_messages) & (agg["sources"] >= limits.min_sources)
+              & ~agg.index.isin(ham_domains)]
+    return [{"kind": RuleKind.HEADER.value, "key": message_id_key(str(d)),
+             "anchor": f"message-id:{d}", "generaliser": "header_message_id",
+             "sources": int(src)}
+            for d, src in agg["sources"].items() if shield.domain_reason(str(d)) is None]
+
+
 def header_candidates(spam: pd.DataFrame, shield: Shield, ham: pd.DataFrame,
                       limits: Limits = Limits()) -> pd.DataFrame:
     """header_checks keys for spam that connection features do not single out: the From
-    registered domain and the exact X-Mailer, each only when absent from ham."""
+    registered domain, the exact X-Mailer, the Message-ID domain and the Subject (see
+    ``_subject_rows``), each only when absent from ham. The set cover counts them only on
+    spam no connection candidate covers."""
     rows: list[dict[str, object]] = []
     agg = spam.dropna(subset=["from_domain"]).groupby("from_domain").agg(
         messages=("from_domain", "size"), sources=("client_ip", "nunique"))
@@ -282,4 +392,6 @@ def header_candidates(spam: pd.DataFrame, shield: Shield, ham: pd.DataFrame,
                      "key": r"^X-Mailer:\s*" + pcre_literal(str(mailer), anchored=False)
                      + r"\s*$", "anchor": f"x-mailer:{str(mailer).lower()}",
                      "generaliser": "header_x_mailer", "sources": int(src)})
+    rows += _message_id_rows(spam, shield, ham, limits)
+    rows += _subject_rows(spam, ham, limits)
     return _frame(rows)

@@ -108,7 +108,7 @@ def _options(cfg: Config, mail: pd.DataFrame) -> ProposeOptions:
         # the same fallback as the scan's trusted hop: syslog's short name stands for mx.*
         hosts = sorted({str(h).lower() for h in mail["host"].dropna()})
         names = tuple(p for h in hosts for p in (h, f"{h}.*"))
-    return ProposeOptions(my_hostnames=names)
+    return ProposeOptions(my_hostnames=names, allowlist_files=cfg.allowlist_files())
 
 
 def propose_from_history(store: Store, book: Rulebook, cfg: Config,
