@@ -115,6 +115,8 @@ _EXPLAIN = {
     "trial_days": "days a rule warns (WARN) before it may reject",
     "stale_days": "days without a hit before a rule is proposed for retirement",
     "lock_wait": "seconds a second scan waits for a running one",
+    "allowlist": "your own never-block lists (same format as the shipped rules/allowlist.toml): "
+                 "correspondents, partners, services no rule may ever refuse",
 }
 
 
@@ -129,7 +131,7 @@ def render(d: Detected, state_dir: str = "~/.local/share/triage",
               "my_hostnames": toml_list(d.my_hostnames), "state_dir": _quote(state_dir),
               "postfix_dir": _quote(postfix_dir), "postfix_reload": "false",
               "trial_days": "14", "stale_days": "90",
-              "lock_wait": "10"}
+              "lock_wait": "10", "allowlist": "[]"}
     out = ["# triage configuration, written by `triage init`. Relative paths are relative",
            "# to this file. See docs/ARCHITECTURE.md.", ""]
     for key, value in values.items():
