@@ -85,10 +85,19 @@ def test_subject_rule_only_for_spam_no_connection_rule_covers() -> None:
     assert any(r.kind is RuleKind.CLIENT_CIDR for r in result.rules)
 
 
+_WITH_MID = ProposeOptions(limits=Limits(message_id_rules=True))
+
+
+def test_message_id_rules_are_off_by_default() -> None:
+    # mailing lists pass on their authors' Message-IDs: the rule kind must be asked for
+    spam = _frame(_scattered_spam(None, msgid_domain="bulk-mailer.example"))
+    assert not _header_rules(propose(spam, _frame(_ham())).rules, "Message-ID")
+
+
 def test_shared_message_id_domain_gets_a_message_id_rule() -> None:
     spam = _frame(_scattered_spam(None, msgid_domain="bulk-mailer.example"))
     ham = _frame(_ham())
-    result = propose(spam, ham)
+    result = propose(spam, ham, options=_WITH_MID)
     mid = _header_rules(result.rules, "Message-ID")
     assert len(mid) == 1 and mid[0].key.endswith(r"@([^<>@]*\.)?bulk-mailer\.example>")
     assert not _header_rules(result.rules, "Subject"), "each subject is sent once"
@@ -104,7 +113,7 @@ def test_message_id_domain_seen_in_ham_is_not_proposed() -> None:
     spam = _frame(_scattered_spam(None, msgid_domain="bulk-mailer.example"))
     ham_rows = _ham()
     ham_rows[0]["message_id"] = "x1@bulk-mailer.example"
-    result = propose(spam, _frame(ham_rows))
+    result = propose(spam, _frame(ham_rows), options=_WITH_MID)
     assert not _header_rules(result.rules, "Message-ID")
 
 
