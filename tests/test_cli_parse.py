@@ -112,3 +112,23 @@ def test_command_is_described_in_the_readme(command: str) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert re.search(rf"triage {re.escape(command)}\b", readme), \
         f"`triage {command}` is not described in README.md"
+
+
+def test_evaluate_takes_several_paths_after_one_flag() -> None:
+    """The contract's `--spam PATH... --ham PATH...` reads as repeated flags."""
+    from triage.cli.app import spread_multi_options
+
+    assert spread_multi_options(["evaluate", "--spam", "a", "b", "--by", "week", "--ham", "c"]) \
+        == ["evaluate", "--spam", "a", "--spam", "b", "--by", "week", "--ham", "c"]
+    assert spread_multi_options(["parse", "a", "b"]) == ["parse", "a", "b"]
+    md = ROOT / "samples" / "maildir"
+    spam = [str(md / "alice" / ".Spam"), str(md / "bob" / ".Spam")]
+    ham = [str(md / "alice"), str(md / "bob")]
+    one = _triage("evaluate", "--spam", *spam, "--ham", *ham, "--json",
+                  "--config", str(ROOT / "samples" / "triage.toml"))
+    assert one.returncode == 0, one.stderr
+    each = _triage("evaluate", "--spam", spam[0], "--spam", spam[1], "--ham", ham[0],
+                   "--ham", ham[1], "--json", "--config", str(ROOT / "samples" / "triage.toml"))
+    total = json.loads(one.stdout)["total"]
+    assert total == json.loads(each.stdout)["total"]
+    assert total["spam_test"] + total["ham_test"] + total["unplaced"] == 223 + 624

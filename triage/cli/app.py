@@ -56,13 +56,39 @@ def main() -> None:
     Usage errors are click's (exit 2, with the usage line); Ctrl-C exits 130.
     """
     try:
-        app()
+        app(args=spread_multi_options(sys.argv[1:]))
     except TriageError as exc:
         typer.echo(f"triage: error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         sys.exit(130)
+
+
+# Options that take several values after one flag (`--spam A B`), for commands without
+# positional arguments, where that reading is unambiguous. click wants one value per flag.
+MULTI_VALUE_OPTIONS = {"evaluate": ("--spam", "--ham", "--log", "--my-hostname")}
+
+
+def spread_multi_options(args: list[str]) -> list[str]:
+    """``evaluate --spam A B --ham C`` -> ``evaluate --spam A --spam B --ham C``.
+
+    >>> spread_multi_options(["evaluate", "--spam", "a", "b", "--json"])
+    ['evaluate', '--spam', 'a', '--spam', 'b', '--json']
+    """
+    if not args or args[0] not in MULTI_VALUE_OPTIONS:
+        return args
+    multi = MULTI_VALUE_OPTIONS[args[0]]
+    out, flag = [args[0]], None
+    for arg in args[1:]:
+        if arg.startswith("-"):
+            flag = arg if arg in multi else None
+            out.append(arg)
+        elif flag is not None and out[-1] != flag:
+            out += [flag, arg]
+        else:
+            out.append(arg)
+    return out
 
 
 # Commands are defined in their own modules and registered here, so parallel work on
