@@ -188,3 +188,21 @@ def test_infer_my_hostnames() -> None:
     tops = ["mx.example.net"] * 90 + ["localhost"] * 50 + ["other.example.org"] * 2
     assert infer_my_hostnames(tops) == ["mx.example.net"]
     assert infer_my_hostnames([]) == []
+
+
+def test_trusted_relay_without_rdns_is_followed_by_its_address() -> None:
+    """A relay we trust by address, with no reverse DNS and its own name for itself in
+    "by": its Received header below ours is followed; a client claiming the relay's name
+    from another address is not."""
+    relay_hop = ("from relay.example.org (unknown [203.0.113.5]) "
+                 "by mx.example.net (Postfix) with ESMTP id 4EEE")
+    relay_in = ("from spam.example.com (unknown [192.0.2.66]) by gw-internal.example.org "
+                "(8.12.5/8.12.5) with ESMTP id g6K4xYs0")
+    hops = _hops(relay_hop, relay_in)
+    assert trusted_hop(hops, ["mx.example.net"]).received.ip == "203.0.113.5"  # type: ignore[union-attr]
+    hop = trusted_hop(hops, ["mx.example.net"], ["203.0.113.5"])
+    assert hop is not None and hop.received.ip == "192.0.2.66"
+    impostor = ("from relay.example.org (unknown [198.51.100.9]) "
+                "by mx.example.net (Postfix) with ESMTP id 4EEF")
+    hop = trusted_hop(_hops(impostor, relay_in), ["mx.example.net"], ["203.0.113.5"])
+    assert hop is not None and hop.received.ip == "198.51.100.9"

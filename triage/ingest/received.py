@@ -443,8 +443,11 @@ def trusted_hop(
         if not (internal or relay):
             return TrustedHop(i, current)
         below = hops[i + 1] if i + 1 < len(hops) else None
-        if below is None or not _written_by_us_or_relay(below, current, my_hostnames,
-                                                        trusted_relays):
+        # A configured relay's own Received header is the one right below our hop: trusting
+        # the relay (by its address, which our MX recorded) is trusting what it wrote, under
+        # whatever name it gave itself in "by".
+        if below is None or not (relay or _written_by_us_or_relay(
+                below, current, my_hostnames, trusted_relays)):
             return TrustedHop(i, current, internal_only=internal)
         i += 1
         current = below
