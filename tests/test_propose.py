@@ -112,3 +112,28 @@ def test_planted_campaign_is_proposed_and_ham_untouched() -> None:
     for r in result.rules:
         assert r.evidence.ham_hits == 0 and r.evidence.spam_hits >= 2
         assert r.evidence.days >= 2
+
+
+def test_outbound_mail_servers_and_access_providers_are_not_blocked_wholesale() -> None:
+    """Spam through an ISP's outbound mail servers is no evidence against their addresses or
+    names, and spam from its dynamic pool never yields a pattern for the ISP's whole domain
+    (the same domain names the servers that carry its customers' good mail)."""
+    servers = [row("spam", i % 4, f"198.51.100.{16 + i % 4}",
+                   f"mail0{i % 4}.svc.isp.example.net", f"mail0{i % 4}.svc.isp.example.net",
+                   f"x{i}@junk{i % 3}.example") for i in range(12)]
+    pool = [row("spam", i % 5, f"203.0.113.{40 + i}", f"cpe-203-0-113-{40 + i}.res.isp.example.net",
+                f"cpe-203-0-113-{40 + i}.res.isp.example.net", f"y{i}@junk{i % 3}.example")
+            for i in range(10)]
+    ham = [row("ham", i % 7, "192.0.2.10", "mail.example.org", "mail.example.org",
+               f"friend{i}@example.org") for i in range(20)]
+    result = propose(frame(servers + pool), frame(ham),
+                     options=ProposeOptions(my_hostnames=("mx.example.org",)))
+    from triage.backtest import refused
+    for r in result.rules:
+        assert r.key not in (r"(^|\.)isp\.example\.net$", r"(^|\.)example\.net$"), r.key
+    # a later good message through those servers is not refused
+    later = frame([row("ham", 9, "198.51.100.18", "mail02.svc.isp.example.net",
+                       "mail02.svc.isp.example.net", "neighbour@isp.example.net"),
+                   row("ham", 9, "198.51.100.30", "smtp3out.isp.example.net",
+                       "smtp3out.isp.example.net", "other@isp.example.net")])
+    assert refused(result.rules, add_features(later)).isna().all()

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from triage.emit.postfix import pcre_literal
-from triage.features import is_random_label
+from triage.features import is_random_label, rdns_shape
 from triage.ingest.address import registered_domain
 from triage.model import RuleKind
 from triage.shield import Shield
@@ -192,7 +192,12 @@ def _pattern_candidates(values: pd.DataFrame, ham_values: Iterable[str], kind: R
     rows: list[dict[str, object]] = []
     for level in (1, 2, 3):
         if level == 3:
-            v = v[~v["domain"].isin(blocked_domains)]
+            # A pattern for a whole registered domain is refused where the spam hosts show
+            # an access or mail provider (dynamic pools, outbound mail servers): the same
+            # domain names its customers' legitimate mail servers too.
+            providers = {d for n, d in zip(v["name"], v["domain"], strict=True)
+                         if is_provider_host(str(n))}
+            v = v[~v["domain"].isin(blocked_domains | providers)]
         # one pattern per distinct (name, domain), mapped back to the messages
         pairs = v[["name", "domain"]].value_counts().reset_index(name="msg")
         pats = [name_pattern(n, d, level)
@@ -208,6 +213,25 @@ def _pattern_candidates(values: pd.DataFrame, ham_values: Iterable[str], kind: R
             rows.append({"kind": kind.value, "key": pat, "anchor": dom,
                          "generaliser": f"{kind.value}_level{level}", "sources": int(hosts)})
     return rows
+
+
+# First labels of outbound mail servers: smtp3out, mail04, mx1, relay-2, mailout, mta7 ...
+MAIL_SERVER_RE = re.compile(
+    r"^(?:[a-z]*smtp[a-z0-9-]*|mail[0-9-]*|mailout[0-9-]*|mx[0-9-]*|relay[0-9-]*|"
+    r"mta[0-9-]*|out(?:bound)?[0-9-]*|[a-z]*-out[0-9-]*|mailhost[0-9-]*|mailgw[0-9-]*)$",
+    re.I)
+_PROVIDER_SHAPES = frozenset({"ip_embedded", "dynamic", "residential", "static_pool",
+                              "numeric"})
+
+
+def is_mail_server_name(name: str | None) -> bool:
+    """The host name looks like an outbound mail server (its first label)."""
+    return bool(name) and bool(MAIL_SERVER_RE.match(str(name).split(".", 1)[0]))
+
+
+def is_provider_host(name: str) -> bool:
+    """An outbound mail server or an access-pool (dynamic, residential ...) host name."""
+    return is_mail_server_name(name) or rdns_shape(name) in _PROVIDER_SHAPES
 
 
 def _suffixes(name: str) -> list[str]:

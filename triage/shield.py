@@ -105,15 +105,27 @@ class Shield:
         HELO rule catches forgers, so its address is no evidence for an address rule."""
         own = _set(registered_domain(h) for h in own_hosts)
         claims_ours: list[object] = []
+        servers: list[object] = []
+        server_names: list[object] = []
+        server_helos: list[object] = []
         if spam is not None and len(spam):
             mine = spam["helo_domain"].isin(own) | spam["rdns_domain"].isin(own)
             claims_ours = list(spam.loc[mine, "client_ip"])
+            # An outbound mail server (smtp3out.example.net, mail04...) relays its users'
+            # mail, good and bad: spam through it is no evidence for an address or name rule.
+            from triage.generalise import is_mail_server_name
+
+            relay_like = spam["client_name"].map(is_mail_server_name).astype(bool)
+            servers = list(spam.loc[relay_like, "client_ip"])
+            server_names = list(spam.loc[relay_like, "client_name"])
+            server_helos = list(spam.loc[relay_like, "helo"])
         return replace(
             self,
-            ham_ips=self.ham_ips | _set(relayed["client_ip"]) | _set(claims_ours),
+            ham_ips=self.ham_ips | _set(relayed["client_ip"]) | _set(claims_ours)
+            | _set(servers),
             networks=self.networks | _set(relayed["net"]),
-            ham_names=self.ham_names | _set(relayed["client_name"]),
-            ham_helos=self.ham_helos | _set(relayed["helo"]),
+            ham_names=self.ham_names | _set(relayed["client_name"]) | _set(server_names),
+            ham_helos=self.ham_helos | _set(relayed["helo"]) | _set(server_helos),
             rdns_domains=self.rdns_domains | _set(relayed["rdns_domain"]) | own,
             domains=self.domains | _set(relayed["sender_domain"]) | own,
             ham_senders=self.ham_senders | _set(relayed["envelope_sender"]))
