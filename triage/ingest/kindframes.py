@@ -8,6 +8,7 @@ columns they need, and the wide table is built only where a user asks for it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,15 @@ from typing import cast
 import polars as pl
 
 from triage.ingest.extract import EVENT_SCHEMA
+
+
+@functools.lru_cache(maxsize=4096)
+def _select_exprs(have: tuple[str, ...], cols: tuple[str, ...]) -> list[pl.Expr]:
+    """The select list giving ``cols`` from a frame with columns ``have`` (built once per
+    shape: building polars expressions in Python costs more than running them here)."""
+    present = set(have)
+    return [pl.col(c) if c in present else pl.lit(None, EVENT_SCHEMA[c]).alias(c)
+            for c in cols]
 
 
 @dataclass
@@ -43,17 +53,13 @@ class KindFrames:
         """The rows of ``kinds`` with ``columns`` (null where a kind has no such field),
         in line order. ``file`` is filled in from the chunk."""
         parts = [self.frames[k] for k in kinds if k in self.frames and self.frames[k].height]
-        cols = list(dict.fromkeys(["line_no", *columns]))
-        out = []
-        for frame in parts:
-            have = set(frame.columns)
-            exprs = [pl.col(c) if c in have else
-                     (pl.lit(self.file, pl.String) if c == "file" else
-                      pl.lit(None, EVENT_SCHEMA[c])).alias(c) for c in cols]
-            out.append(frame.select(exprs))
+        cols = tuple(dict.fromkeys(["line_no", *columns]))
+        out = [frame.select(_select_exprs(tuple(frame.columns), cols)) for frame in parts]
         if not out:
             return pl.DataFrame(schema={c: EVENT_SCHEMA[c] for c in cols})
         joined = pl.concat(out) if len(out) > 1 else out[0]
+        if "file" in cols and "file" not in parts[0].columns:
+            joined = joined.with_columns(pl.lit(self.file, pl.String).alias("file"))
         return joined.sort("line_no") if len(out) > 1 else joined
 
     def wide(self) -> pl.DataFrame:
