@@ -28,6 +28,7 @@ from triage.config import Config
 from triage.errors import ConfigError
 from triage.feedback import RuleFeedback
 from triage.ingest.assemble import Assembler
+from triage.ingest.logtables import batched
 from triage.ingest.mailbox import iter_messages
 from triage.ingest.maillog import ReadOptions, ReadStats
 from triage.ingest.mailtable import read_mailboxes
@@ -195,13 +196,14 @@ def _read_logs(inputs: Sequence[LogInput], opts: ReadOptions,
     def on_chunk(path: Path, lines: int, done: int, total: int | None) -> None:
         report(ScanProgress(path.name, "lines", lines, done, total))
 
-    for chunk in read_new(inputs, opts, stats, on_chunk):
-        tables = asm.feed(chunk.events)
+    for chunk in batched(read_new(inputs, opts, stats, on_chunk)):
+        tables = asm.feed(chunk.kinds)
         for name in ("sessions", "messages", "deliveries", "rejects"):
             add(name, getattr(tables, name))
         if chunk.unparsed.height:
             result.unparsed.update(chunk.unparsed.get_column("reason").to_list())
-        hosts.update(chunk.events.get_column("host").unique().drop_nulls().to_list())
+        for frame in chunk.kinds.frames.values():
+            hosts.update(frame.get_column("host").unique().drop_nulls().to_list())
     tables = asm.finish()
     add("sessions", tables.sessions)
     add("messages", tables.messages)

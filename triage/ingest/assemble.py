@@ -260,7 +260,7 @@ class Assembler:
     """Feed event chunks in time order; collect finished rows from each ``feed`` and ``finish``.
 
     >>> asm = Assembler()
-    >>> # for chunk in read_chunks(paths): tables = asm.feed(chunk.events)
+    >>> # for chunk in read_chunks(paths): tables = asm.feed(chunk.kinds)
     """
 
     open_sessions: pl.DataFrame | None = None
@@ -274,11 +274,8 @@ class Assembler:
     recent_closed: dict[tuple[str, str | None, str], tuple[int, datetime]] = field(
         default_factory=dict)
 
-    def feed(self, kinds: KindFrames | pl.DataFrame) -> Tables:
-        """Take one batch of events (per kind, one file, in time order). A wide events frame
-        (``Chunk.events``) is accepted too."""
-        if isinstance(kinds, pl.DataFrame):
-            kinds = KindFrames.from_wide(kinds)
+    def feed(self, kinds: KindFrames) -> Tables:
+        """Take one batch of events (per kind, one file, in time order)."""
         self._buffers(kinds)
         sessions = self._sessions(kinds, final=False)
         closed = self._messages(kinds, final=False)

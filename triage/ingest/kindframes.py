@@ -67,15 +67,6 @@ class KindFrames:
         return self.pick(list(self.frames), list(EVENT_SCHEMA)).select(list(EVENT_SCHEMA))
 
     @staticmethod
-    def from_wide(events: pl.DataFrame) -> KindFrames:
-        """Split a wide events frame by kind (all columns kept)."""
-        if events.height == 0:
-            return KindFrames()
-        file = events["file"][0] if "file" in events.columns else ""
-        parts = events.partition_by("kind", as_dict=True)
-        return KindFrames({str(k[0]): f for k, f in parts.items()}, str(file or ""))
-
-    @staticmethod
     def concat(parts: Sequence[KindFrames]) -> KindFrames:
         if len(parts) == 1:
             return parts[0]

@@ -5,13 +5,15 @@ Also the streaming form used by ``triage parse`` to write large outputs in bound
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
+from triage.config import DEFAULT_RULE_ID_PATTERN
 from triage.ingest.assemble import Assembler
 from triage.ingest.kindframes import KindFrames
 from triage.ingest.maillog import Chunk, ReadOptions, ReadStats, read_chunks
@@ -37,6 +39,36 @@ class LogTables:
     stats: ReadStats = field(default_factory=ReadStats)
 
 
+def batched(chunks: Iterable[Chunk], events: int | None = None) -> Iterator[Chunk]:
+    """Merge consecutive chunks of one file into batches of about ``events`` events
+    (default ``BATCH_EVENTS``): assembly has a fixed cost per call, parsing a cost per byte
+    held, so lines are parsed in small blocks and assembled in larger batches. A batch never
+    spans two files: line numbers are per file."""
+    limit = events if events is not None else BATCH_EVENTS
+    batch: list[Chunk] = []
+    held = 0
+    for chunk in chunks:
+        if batch and (chunk.file != batch[-1].file or held >= limit):
+            yield _merge(batch)
+            batch, held = [], 0
+        batch.append(chunk)
+        held += chunk.kinds.height
+    if batch:
+        yield _merge(batch)
+
+
+def _merge(batch: list[Chunk]) -> Chunk:
+    if len(batch) == 1:
+        return batch[0]
+    programs: Counter[str] = Counter()
+    for c in batch:
+        programs.update(c.programs)
+    return Chunk(kinds=KindFrames.concat([c.kinds for c in batch]),
+                 unparsed=pl.concat([c.unparsed for c in batch]),
+                 lines=sum(c.lines for c in batch), programs=dict(programs),
+                 file=batch[0].file)
+
+
 def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
                 stats: ReadStats | None = None, progress: Progress | None = None,
                 tables: Collection[str] = TABLES) -> Iterator[dict[str, pl.DataFrame]]:
@@ -47,35 +79,15 @@ def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
     """
     asm = Assembler()
     stats = stats if stats is not None else ReadStats()
-    batch: list[Chunk] = []
-
-    def flush() -> dict[str, pl.DataFrame]:
-        kinds = KindFrames.concat([c.kinds for c in batch])
-        unparsed = (pl.concat([c.unparsed for c in batch]) if len(batch) > 1
-                    else batch[0].unparsed)
-        batch.clear()
-        t = asm.feed(kinds)
-        out = {"sessions": t.sessions, "messages": t.messages, "deliveries": t.deliveries,
-               "rejects": t.rejects, "unparsed": unparsed}
-        if "events" in tables:  # the wide table costs memory: only when asked for
-            out["events"] = kinds.wide()
-        return out
-
-    held = 0
-    for chunk in read_chunks(paths, opts, stats):
-        # a batch holds one file's lines: line numbers are per file
-        if batch and chunk.file != batch[-1].file:
-            yield flush()
-            held = 0
-        batch.append(chunk)
-        held += chunk.kinds.height
+    for batch in batched(read_chunks(paths, opts, stats)):
+        t = asm.feed(batch.kinds)
         if progress is not None:
-            progress(chunk.lines)
-        if held >= BATCH_EVENTS:
-            yield flush()
-            held = 0
-    if batch:
-        yield flush()
+            progress(batch.lines)
+        out = {"sessions": t.sessions, "messages": t.messages, "deliveries": t.deliveries,
+               "rejects": t.rejects, "unparsed": batch.unparsed}
+        if "events" in tables:  # the wide table costs memory: only when asked for
+            out["events"] = batch.kinds.wide()
+        yield out
     t = asm.finish()
     yield {"sessions": t.sessions, "messages": t.messages}
 
@@ -127,9 +139,8 @@ def read_maillog(paths: str | Path | Sequence[str | Path], year: int | None = No
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    opts = ReadOptions(year=year, timezone=timezone)
-    if rule_id_pattern:
-        opts = ReadOptions(year=year, timezone=timezone, rule_id_pattern=rule_id_pattern)
+    opts = ReadOptions(year=year, timezone=timezone,
+                       rule_id_pattern=rule_id_pattern or DEFAULT_RULE_ID_PATTERN)
     frames, stats = collect_tables(paths, opts)
     pdf = {name: frame.to_pandas() for name, frame in frames.items()}
     return LogTables(**pdf, stats=stats)

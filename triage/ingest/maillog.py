@@ -32,7 +32,6 @@ import polars as pl
 from triage.config import DEFAULT_RULE_ID_PATTERN
 from triage.errors import InputError
 from triage.ingest.extract import (
-    FIRST_WORD_RE,
     MILTER_PROGRAMS,
     candidates,
     extract_events,
@@ -41,8 +40,6 @@ from triage.ingest.kindframes import KindFrames
 from triage.ingest.linekinds import QID_RE
 
 MAX_LINE_BYTES = 16 * 1024  # syslog daemons cap messages far below this
-_TRAD_RE = r"^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d "
-_ISO_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d) "
 _MONTHS = {m: i + 1 for i, m in enumerate(
     ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])}
 _POSTFIX_TAG = re.compile(r"^(postfix(?:-[\w.-]+)?)((?:/[\w.-]+)*)/([\w.-]+)$")
@@ -158,19 +155,12 @@ def first_timestamp(path: str | Path, opts: ReadOptions) -> datetime | None:
             head = f.read(256 * 1024)
     except (OSError, EOFError, lzma.LZMAError, InputError):
         return None
-    lines = head.split(b"\n")[:-1] or head.split(b"\n")
-    for raw in lines[:2000]:
-        t = _one_timestamp(raw.decode("utf-8", "replace"), path, opts)
-        if t is not None:
-            return t
-    return None
-
-
-def _one_timestamp(line: str, path: str | Path, opts: ReadOptions) -> datetime | None:
-    frame = pl.DataFrame({"line": [line + " "]})
-    ts = _timestamps(frame, _reference(path, opts), opts)
-    val = ts.item(0)
-    return val if isinstance(val, datetime) else None
+    lines = (head.split(b"\n")[:-1] or head.split(b"\n"))[:2000]
+    # all candidate lines in one frame: one polars pass, not one per line
+    frame = pl.DataFrame({"line": [raw.decode("utf-8", "replace") for raw in lines]},
+                         schema={"line": pl.String})
+    times = _timestamps(frame, reference_time(path, opts), opts).drop_nulls()
+    return times[0] if len(times) else None
 
 
 _SECONDARY = re.compile(r"(?:^|[./])(?:warn|err|warning|error)(?:\.\d+)?(?:\.(?:gz|bz2|xz))?$")
@@ -212,9 +202,6 @@ def reference_time(path: str | Path, opts: ReadOptions) -> datetime:
     except OSError:
         mtime = datetime.now().timestamp()
     return datetime.fromtimestamp(mtime, tz).replace(tzinfo=None)
-
-
-_reference = reference_time
 
 
 def _zone(name: str | None) -> ZoneInfo:
@@ -451,7 +438,7 @@ def read_chunks(paths: Sequence[str | Path], opts: ReadOptions | None = None,
     for path in primary + secondary:
         is_secondary = path in secondary
         stats.files.append(str(path))
-        ref = _reference(path, opts)
+        ref = reference_time(path, opts)
         year_state: dict[str, int] = {}
         first: datetime | None = None
         last: datetime | None = None
@@ -519,10 +506,7 @@ def explain_line(line: str, opts: ReadOptions | None = None) -> dict[str, object
     header = _split_header(pl.DataFrame({"line": [text]}))
     program = header["program"][0]
     msg = header["msg"][0]
-    word = None
-    if isinstance(msg, str):
-        m = re.match(FIRST_WORD_RE, msg)
-        word = m.group(1) if m else None
+    word = header["word"][0]
     cands: tuple[str, ...] = ()
     if program:
         _, instance, _, daemon = split_program(program)
@@ -530,8 +514,9 @@ def explain_line(line: str, opts: ReadOptions | None = None) -> dict[str, object
             cands = candidates(program, daemon, word, instance is not None)
     out: dict[str, object] = {"line": text, "program": program, "message": msg,
                               "first_word": word, "candidate_kinds": list(cands)}
-    if chunk.events.height:
-        row = chunk.events.row(0, named=True)
+    events = chunk.events
+    if events.height:
+        row = events.row(0, named=True)
         out["kind"] = row["kind"]
         out["fields"] = {k: v for k, v in row.items()
                          if v is not None and k not in ("file", "line_no", "kind")}
