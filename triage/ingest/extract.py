@@ -9,13 +9,15 @@ overhead is paid a few times per chunk instead of hundreds.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import cast
 
 import polars as pl
 
 from triage.ingest import linekinds as lk
 
-FIRST_WORD_RE = rf"^(?:(?:{lk.QID_RE}|NOQUEUE)?: )?([^\s:;=\[]+)"
+FIRST_WORD_RE = rf"^(?:(?:{lk.QID_RE}|NOQUEUE)?: )?([^ \t:;=\[]+)"
 MILTER_PROGRAMS = frozenset({"policyd-spf", "opendkim", "opendmarc"})
 _KIND_BY_NAME = {k.name: k for k in lk.KINDS}
 _KIND_WORDS = frozenset(w for k in lk.KINDS for w in k.words if w != "*")
@@ -25,7 +27,7 @@ _DTYPES: dict[str, pl.DataType] = {"str": pl.String(), "int": pl.Int64(), "float
 EVENT_SCHEMA = pl.Schema({name: _DTYPES[t] for name, t in lk.EVENT_COLUMNS.items()})
 _TEXT_RE = (r"^(?:(?P<code>[245][0-9][0-9]) )?"
             r"(?:(?P<enhanced_code>[245]\.[0-9]{1,3}\.[0-9]{1,3}) )?"
-            r"(?:<(?P<object>[^>]*)>: )?(?P<reason>.*)$")
+            r"(?:<(?P<object>[^>]*)>: )?")
 
 
 def candidates(program: str, daemon: str | None, word: str | None,
@@ -60,17 +62,22 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
     Each kind's frame has the header columns and that kind's fields, typed as in
     EVENT_SCHEMA, in line order.
 
-    ``frame`` has line_no, time, host, program, pid, instance, service, daemon, msg. Lines of
-    programs that are not part of the mail system are dropped here (the caller counts them).
+    ``frame`` has line_no, time, host, program, pid, instance, service, daemon, msg (and
+    optionally ``word``). Lines of programs that are not part of the mail system are dropped
+    here (the caller counts them).
+
+    Cost: a block of lines pays a fixed price per polars operation, so the expressions of each
+    kind are built once per process (``_plan``) and every round of matching is one
+    ``collect_all``; the rest is per line and lives in the regular expressions.
     """
-    is_mail = pl.col("instance").is_not_null() | pl.col("program").is_in(list(MILTER_PROGRAMS))
+    is_mail = pl.col("instance").is_not_null() | pl.col("program").is_in(_MILTER_LIST)
     frame = frame.filter(is_mail)
     if "word" not in frame.columns:
         frame = frame.with_columns(pl.col("msg").str.extract(FIRST_WORD_RE, 1).alias("word"))
     # A word no kind names selects the same kinds as no word (host names, domains ...): fold
     # it away, so the combinations below stay few.
     frame = frame.with_columns(
-        pl.when(pl.col("word").is_in(list(_KIND_WORDS))).then(pl.col("word")).alias("word"))
+        pl.when(pl.col("word").is_in(_KIND_WORD_LIST)).then(pl.col("word")).alias("word"))
     combos = frame.select("program", "daemon", "instance", "word").unique()
     tuples: dict[tuple[str, ...], int] = {}
     rows = []
@@ -82,8 +89,7 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
             if len(_CANDIDATES) < 100_000:
                 _CANDIDATES[key] = cands
         rows.append((program, daemon, word, tuples.setdefault(cands, len(tuples))))
-    lookup = pl.DataFrame(rows, schema={"program": pl.String, "daemon": pl.String,
-                                        "word": pl.String, "cset": pl.Int64}, orient="row")
+    lookup = pl.DataFrame(rows, schema=_LOOKUP_SCHEMA, orient="row")
     frame = frame.join(lookup, on=["program", "daemon", "word"], how="left",
                        nulls_equal=True).drop("word")
     by_id = {v: k for k, v in tuples.items()}
@@ -91,71 +97,126 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
     pending = [(part, by_id[int(cast(int, key[0]))], 0) for key, part in
                frame.partition_by("cset", include_key=False, as_dict=True).items()]
     del frame
-    found: list[tuple[str, pl.LazyFrame]] = []
+    found: dict[str, list[pl.DataFrame]] = {}
     unknown: list[pl.DataFrame] = []
     while pending:
-        plans = []
-        for part, cands, i in pending:
-            if i >= len(cands):
-                continue
-            pattern = _KIND_BY_NAME[cands[i]].pattern
-            plans.append(part.lazy().with_columns(
-                pl.col("msg").str.extract_groups(pattern).alias("_g")))
-        tried = [p for p in pending if p[2] < len(p[1])]
         unknown.extend(p[0] for p in pending if p[2] >= len(p[1]))
-        results = pl.collect_all(plans) if plans else []
-        pending = []
+        pending = [p for p in pending if p[2] < len(p[1])]
+        if not pending:
+            break
+        results = pl.collect_all([part.lazy().with_columns(_plan(cands[i]).extract)
+                                  for part, cands, i in pending])
+        tried, pending = pending, []
         for (part, cands, i), res in zip(tried, results, strict=True):
-            hit = _matched(res)
-            if hit.any():
-                found.append((cands[i], _finish(_KIND_BY_NAME[cands[i]],
-                                                res.lazy().filter(hit), rule_id_pattern)))
-            if not hit.all():
-                pending.append((part.filter(~hit), cands, i + 1))
-    by_kind: dict[str, list[pl.LazyFrame]] = {}
-    for name, plan in found:
-        by_kind.setdefault(name, []).append(plan)
-    names = list(by_kind)
-    plans = [pl.concat(by_kind[n]).sort("line_no") if len(by_kind[n]) > 1 else by_kind[n][0]
-             for n in names]
+            # the pattern's empty first group is "" on a match and null otherwise
+            hit = res.get_column("_g").struct.field("_m").is_not_null()
+            n_hit = int(hit.sum())
+            if n_hit == res.height:
+                found.setdefault(cands[i], []).append(res)
+                continue
+            if n_hit:
+                found.setdefault(cands[i], []).append(res.filter(hit))
+            pending.append((part.filter(~hit), cands, i + 1))
+    names = list(found)
+    plans = []
+    for name in names:
+        parts = found[name]
+        got = pl.concat(parts).sort("line_no") if len(parts) > 1 else parts[0]
+        plans.append(_plan(name).finish(got.lazy(), rule_id_pattern))
     events = dict(zip(names, pl.collect_all(plans), strict=True)) if plans else {}
     unknown_df = pl.concat(unknown) if unknown else empty
     return events, unknown_df
 
 
-def _matched(res: pl.DataFrame) -> pl.Series:
-    # extract_groups gives all-null fields when the pattern does not match; every kind's
-    # pattern sets at least one group on a match
-    fields = cast(pl.Struct, res.schema["_g"]).fields
-    return res.select(pl.any_horizontal([pl.col("_g").struct.field(f.name).is_not_null()
-                                         for f in fields]))[:, 0]
+_MILTER_LIST = sorted(MILTER_PROGRAMS)
+_KIND_WORD_LIST = sorted(_KIND_WORDS)
+_LOOKUP_SCHEMA = {"program": pl.String, "daemon": pl.String, "word": pl.String,
+                  "cset": pl.Int64}
+_BASE_COLUMNS = ("line_no", "time", "host", "program", "pid", "instance", "service", "daemon")
 
 
-def _finish(kind: lk.LineKind, got: pl.LazyFrame, rule_id_pattern: str) -> pl.LazyFrame:
-    """Typed event columns for the lines of one kind (all lazy)."""
-    fields = [f.name for f in cast(pl.Struct, got.collect_schema()["_g"]).fields]
-    base_cols = [c for c in got.collect_schema().names() if c not in fields and c != "_g"]
-    out = got.select(*base_cols, pl.col("_g")).unnest("_g").with_columns(
-        pl.lit(kind.name).alias("kind"))
+@dataclass(frozen=True, eq=False)  # hashed by identity: one per kind, cached
+class _KindPlan:
+    """The polars expressions of one line kind, built once per process."""
+
+    kind: lk.LineKind
+    extract: pl.Expr  # msg -> struct "_g" of the pattern's groups, with the match marker _m
+    fields: tuple[str, ...]
+
+    def finish(self, got: pl.LazyFrame, rule_id_pattern: str) -> pl.LazyFrame:
+        """Typed event columns for the matched lines of this kind."""
+        out = got.select(*_BASE_COLUMNS, *self._unnest()).with_columns(
+            pl.lit(self.kind.name).alias("kind"))
+        for stage in self._stages(rule_id_pattern):
+            out = out.with_columns(stage)
+        return out.select(self._final())
+
+    @functools.cache  # noqa: B019 (one plan per kind, kept for the process)
+    def _unnest(self) -> list[pl.Expr]:
+        g = pl.col("_g").struct
+        return [g.field(f) for f in self.fields]
+
+    @functools.cache  # noqa: B019
+    def _stages(self, rule_id_pattern: str) -> list[list[pl.Expr]]:
+        return _finish_stages(self.kind, self.fields, rule_id_pattern)
+
+    @functools.cache  # noqa: B019
+    def _final(self) -> list[pl.Expr]:
+        names = set(_BASE_COLUMNS) | set(self._output_fields()) | {"kind"}
+        return [pl.col(c).cast(EVENT_SCHEMA[c]) for c in EVENT_SCHEMA if c in names]
+
+    def _output_fields(self) -> set[str]:
+        fields = set(self.fields) - {"_m"}
+        if self.kind.name == "dns_warning":
+            fields -= {"detail2", "helo", "object"}
+            fields |= {"client_ip", "client_name"}
+        if self.kind.reject_text:
+            fields = (fields - {"text"}) | {"code", "enhanced_code", "object", "reason",
+                                            "reason_class", "rule_id"}
+        if self.kind.name == "delivery":
+            fields.add("next_queue_id")
+        elif self.kind.name == "dkim":
+            fields |= {"result", "selector", "domain"}
+        return fields
+
+
+@functools.cache
+def _plan(name: str) -> _KindPlan:
+    kind = _KIND_BY_NAME[name]
+    if not kind.pattern.startswith("^"):
+        raise ValueError(f"line kind {name}: pattern must be anchored with ^")
+    pattern = "^(?P<_m>)" + kind.pattern[1:]
+    probe = pl.DataFrame({"m": [""]}).select(pl.col("m").str.extract_groups(pattern))
+    fields = tuple(f.name for f in cast(pl.Struct, probe.schema["m"]).fields)
+    return _KindPlan(kind, pl.col("msg").str.extract_groups(pattern).alias("_g"), fields)
+
+
+def _finish_stages(kind: lk.LineKind, fields_in: tuple[str, ...],
+                   rule_id_pattern: str) -> list[list[pl.Expr]]:
+    """The with_columns steps that turn a kind's captured groups into typed event columns."""
+    fields = [f for f in fields_in if f != "_m"]
+    stages: list[list[pl.Expr]] = []
     if kind.name == "dns_warning":
         # the two "verification" forms name the address first; the name goes to client_name
-        out = out.with_columns(
+        stages.append([
             pl.coalesce("client_ip", "detail", "detail2").alias("client_ip"),
             pl.coalesce("client_name", "helo", "object").alias("client_name"),
             pl.lit(None, dtype=pl.String).alias("detail"),
-        ).drop("detail2", "helo", "object")
+            pl.lit(None, dtype=pl.String).alias("helo"),
+            pl.lit(None, dtype=pl.String).alias("object"),
+        ])
         fields = [f for f in fields if f not in ("detail2", "helo", "object")]
     if kind.reject_text and "text" in fields:
-        out = _split_reject_text(out, "object" in fields, rule_id_pattern)
+        stages.extend(_reject_text_stages("object" in fields, rule_id_pattern))
     if kind.name == "delivery":
-        out = out.with_columns(pl.col("response").str.extract(
-            r"(?:queued|forwarded) as ([0-9A-Za-z]+)\)?\s*$", 1).alias("next_queue_id"))
+        stages.append([pl.col("response").str.extract(
+            r"(?:queued|forwarded) as ([0-9A-Za-z]+)\)?[ \t]*$", 1).alias("next_queue_id")])
     elif kind.name == "dkim":
-        out = _dkim_fields(out)
+        stages.extend(_dkim_stages())
     elif kind.name == "spf":
-        out = out.with_columns(pl.col("result").str.to_lowercase())
+        stages.append([pl.col("result").str.to_lowercase()])
     elif kind.name == "disconnect":
-        out = out.with_columns(pl.col("commands").str.strip_chars())
+        stages.append([pl.col("commands").str.strip_chars()])
     fixes = []
     for col in ("client_name", "helo", "recipient"):  # empty means "not given", except sender
         if col in fields:
@@ -164,20 +225,21 @@ def _finish(kind: lk.LineKind, got: pl.LazyFrame, rule_id_pattern: str) -> pl.La
         if col in fields or (col == "code" and kind.reject_text):
             fixes.append(pl.col(col).cast(EVENT_SCHEMA[col], strict=False))
     if fixes:
-        out = out.with_columns(fixes)
-    names = out.collect_schema().names()
-    return out.select([pl.col(c).cast(EVENT_SCHEMA[c]) for c in EVENT_SCHEMA if c in names])
+        stages.append(fixes)
+    return stages
 
 
-def _split_reject_text(out: pl.LazyFrame, has_object: bool, rule_id_pattern: str
-                       ) -> pl.LazyFrame:
-    if has_object:  # header/body check: keep "header"/"body" as the object
-        out = out.rename({"object": "_check_object"})
-    out = out.with_columns(pl.col("text").str.extract_groups(_TEXT_RE).alias("_t")).drop(
-        "text").unnest("_t")
-    if has_object:
-        out = out.with_columns(pl.coalesce("_check_object", "object").alias("object")).drop(
-            "_check_object")
+def _reject_text_stages(has_object: bool, rule_id_pattern: str) -> list[list[pl.Expr]]:
+    """code / enhanced_code / object / reason of a reject text, then its reason class and
+    rule id. Only the short leading parts are captured (capture cost grows with length); the
+    reason is the rest of the text, sliced off after them."""
+    t = pl.col("_t").struct
+    code, enhanced, obj = t.field("code"), t.field("enhanced_code"), t.field("object")
+    skip = (code.str.len_chars().fill_null(-1) + 1 + enhanced.str.len_chars().fill_null(-1) + 1
+            + (obj.str.len_chars() + 4).fill_null(0))
+    split = [code.alias("code"), enhanced.alias("enhanced_code"),
+             (pl.coalesce("object", obj) if has_object else obj).alias("object"),
+             pl.col("text").str.slice(skip).alias("reason")]
     reason_class = pl.lit(None, dtype=pl.String)
     probe = pl.concat_str([pl.col("reason").fill_null(""), pl.lit(" "),
                            pl.col("object").fill_null("")])
@@ -186,13 +248,15 @@ def _split_reject_text(out: pl.LazyFrame, has_object: bool, rule_id_pattern: str
             reason_class)
     action_class = (pl.when(pl.col("kind") == "milter").then(pl.lit("milter"))
                     .when(pl.col("kind") == "check").then(pl.col("object")))
-    return out.with_columns(
-        pl.coalesce(reason_class, action_class, pl.lit("other")).alias("reason_class"),
-        pl.col("reason").str.extract(rule_id_pattern, 1).alias("rule_id"),
-    )
+    return [
+        [pl.col("text").str.extract_groups(_TEXT_RE).alias("_t")],
+        split,
+        [pl.coalesce(reason_class, action_class, pl.lit("other")).alias("reason_class"),
+         pl.col("reason").str.extract(rule_id_pattern, 1).alias("rule_id")],
+    ]
 
 
-def _dkim_fields(out: pl.LazyFrame) -> pl.LazyFrame:
+def _dkim_stages() -> list[list[pl.Expr]]:
     d = pl.col("detail")
     result = (pl.when(d.str.starts_with("DKIM verification successful")).then(pl.lit("pass"))
               .when(d.str.contains(r"bad signature|signature verification failed"))
@@ -201,5 +265,6 @@ def _dkim_fields(out: pl.LazyFrame) -> pl.LazyFrame:
               .when(d.str.contains(r"key retrieval failed|SSL error|DNS"))
               .then(pl.lit("temperror"))
               .when(d.str.starts_with("DKIM-Signature field added")).then(pl.lit("signed")))
-    sd = d.str.extract_groups(r"\(?s=(?P<selector>[^,\s)]+),? d=(?P<domain>[^,\s)]+)")
-    return out.with_columns(result.alias("result"), sd.alias("_sd")).unnest("_sd")
+    sd = d.str.extract_groups(r"\(?s=(?P<selector>[^, \t)]+),? d=(?P<domain>[^, \t)]+)")
+    return [[result.alias("result"), sd.alias("_sd")],
+            [pl.col("_sd").struct.field("selector"), pl.col("_sd").struct.field("domain")]]

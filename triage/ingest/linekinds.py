@@ -20,8 +20,8 @@ QID_RE = r"[0-9A-F]{5,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}"
 QID = rf"(?P<queue_id>{QID_RE})"
 QID_OR_NOQUEUE = rf"(?P<queue_id>{QID_RE}|NOQUEUE)"
 # name[address] with an optional :port (smtpd_client_port_logging). The name may be "unknown".
-CLIENT = r"(?P<client_name>[^\[\s]*)\[(?P<client_ip>[^\]\s]*)\](?::(?P<client_port>\d+))?"
-PS_CLIENT = r"\[(?P<client_ip>[^\]\s]*)\]:(?P<client_port>\d+)"
+CLIENT = r"(?P<client_name>[^\[ \t]*)\[(?P<client_ip>[^\] \t]*)\](?::(?P<client_port>[0-9]+))?"
+PS_CLIENT = r"\[(?P<client_ip>[^\] \t]*)\]:(?P<client_port>[0-9]+)"
 STAGE = r"(?P<stage>CONNECT|EHLO|HELO|MAIL|RCPT|VRFY|ETRN|DATA|BDAT|END-OF-MESSAGE|[A-Z-]+)"
 # The from/to/proto/helo tail of smtpd and postscreen (comma-separated) reject lines. The HELO
 # comes last and is taken to the end of the line, so a HELO containing "; from=<" cannot move
@@ -110,14 +110,14 @@ ACTIONS = "reject warn hold discard filter redirect reject_warning prepend"
 KINDS: tuple[LineKind, ...] = (
     _k("connect", SMTPD, "connect", rf"^connect from {CLIENT}$"),
     _k("disconnect", SMTPD, "disconnect",
-       rf"^disconnect from {CLIENT}(?P<commands>(?: [a-z]+=\d+(?:/\d+)?)*)$"),
+       rf"^disconnect from {CLIENT}(?P<commands>(?: [a-z]+=[0-9]+(?:/[0-9]+)?)*)$"),
     _k("client", SMTPD, "client",
        rf"^{QID}: client={CLIENT}"
        r"(?:, sasl_method=(?P<sasl_method>[^,]*))?"
        r"(?:, sasl_username=(?P<sasl_username>[^,]*))?"
        r"(?:, sasl_sender=[^,]*)?"
        r"(?:, orig_queue_id=(?P<orig_queue_id>[^,]+))?"
-       r"(?:, orig_client=(?P<orig_client_name>[^\[\s]*)\[(?P<orig_client_ip>[^\]]*)\])?$"),
+       r"(?:, orig_client=(?P<orig_client_name>[^\[ \t]*)\[(?P<orig_client_ip>[^\]]*)\])?$"),
     # smtpd (and postscreen) access decisions: reject, warn, hold, discard, filter, redirect.
     # The from/to/proto/helo tail is missing on some postscreen lines ("too many connections").
     _k("reject", "smtpd postscreen", ACTIONS,
@@ -131,13 +131,13 @@ KINDS: tuple[LineKind, ...] = (
     _k("check", "cleanup", "reject warning hold discard replace prepend redirect filter info bcc",
        rf"^{QID}: (?P<action>reject|warning|hold|discard|replace|prepend|redirect|filter|info|"
        r"bcc): (?P<object>header|body|mime-header|nested-header) (?P<detail>.*?) from "
-       r"(?P<client_name>[^\[\s;]*)(?:\[(?P<client_ip>[^\]\s]*)\](?::\d+)?)?; "
+       r"(?P<client_name>[^\[ \t;]*)(?:\[(?P<client_ip>[^\] \t]*)\](?::[0-9]+)?)?; "
        r"from=<(?P<sender>.*?)> to=<(?P<recipient>.*?)>(?: proto=(?P<proto>[A-Za-z]+))?"
        r"(?: helo=<(?P<helo>[^>]*)>)?(?:: (?P<text>.*))?$", reject_text=True),
     _k("message_id", "cleanup", "message-id resent-message-id",
        rf"^{QID}: (?:resent-)?message-id=<?(?P<message_id>.*?)>?$"),
     _k("qmgr_from", "qmgr", "from",
-       rf"^{QID}: from=<(?P<sender>.*?)>, size=(?P<size>\d+), nrcpt=(?P<nrcpt>\d+) "
+       rf"^{QID}: from=<(?P<sender>.*?)>, size=(?P<size>[0-9]+), nrcpt=(?P<nrcpt>[0-9]+) "
        r"\(queue active\)$"),
     _k("expired", "qmgr", "from",
        rf"^{QID}: from=<(?P<sender>.*?)>, status=(?P<status>expired|force-expired), "
@@ -145,22 +145,22 @@ KINDS: tuple[LineKind, ...] = (
     _k("removed", "qmgr", "removed", rf"^{QID}: removed$"),
     _k("delivery", DELIVERY, "to",
        rf"^{QID}: to=<(?P<recipient>.*?)>,(?: orig_to=<(?P<orig_recipient>.*?)>,)? "
-       r"relay=(?P<relay>[^,]*),(?: conn_use=\d+,)? delay=(?P<delay>[\d.]+),"
-       r"(?: delays=(?P<delays>[\d./]+),)? dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), "
+       r"relay=(?P<relay>[^,]*),(?: conn_use=[0-9]+,)? delay=(?P<delay>[0-9.]+),"
+       r"(?: delays=(?P<delays>[0-9./]+),)? dsn=(?P<dsn>[0-9]\.[0-9]{1,3}\.[0-9]{1,3}), "
        r"status=(?P<status>[a-z]+)(?: \((?P<response>.*)\))?$"),
     _k("bounce_notice", "bounce", "sender postmaster",
        rf"^{QID}: (?P<detail>(?:sender|postmaster) (?:non-delivery|delivery status|delay|"
        r"success) notification): (?P<next_queue_id>[0-9A-Za-z]+)$"),
-    _k("pickup", "pickup", "uid", rf"^{QID}: uid=(?P<detail>\d+) from=<(?P<sender>.*?)>$"),
+    _k("pickup", "pickup", "uid", rf"^{QID}: uid=(?P<detail>[0-9]+) from=<(?P<sender>.*?)>$"),
     _k("sasl_failure", SMTPD, "warning",
-       rf"^warning: {CLIENT}: SASL (?P<sasl_method>[\w-]+) authentication failed"
+       rf"^warning: {CLIENT}: SASL (?P<sasl_method>[0-9A-Za-z_-]+) authentication failed"
        r"(?:: (?P<reason>.*))?$"),
     _k("non_smtp_command", SMTPD, "warning",
        rf"^warning: non-SMTP command from {CLIENT}: (?P<detail>.*)$"),
     _k("dns_warning", SMTPD, "warning",
-       r"^warning: (?:hostname (?P<client_name>\S+) does not resolve to address "
-       r"(?P<client_ip>[^\s:]+)|(?P<detail>[^\s:]+): hostname (?P<helo>\S+) verification "
-       r"failed|(?P<detail2>[^\s:]+): address not listed for hostname (?P<object>\S+))"
+       r"^warning: (?:hostname (?P<client_name>[^ \t]+) does not resolve to address "
+       r"(?P<client_ip>[^ \t:]+)|(?P<detail>[^ \t:]+): hostname (?P<helo>[^ \t]+) verification "
+       r"failed|(?P<detail2>[^ \t:]+): address not listed for hostname (?P<object>[^ \t]+))"
        r"(?::? (?P<reason>.*))?$"),
     _k("lost_connection", SMTPD, "lost",
        rf"^lost connection after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$"),
@@ -172,21 +172,21 @@ KINDS: tuple[LineKind, ...] = (
        rf"^improper command pipelining after {STAGE} from {CLIENT}: ?(?P<detail>.*)$"),
     _k("tls", "smtpd smtp lmtp", "Anonymous Trusted Verified Untrusted TLS",
        r"^(?:(?P<detail>Anonymous|Trusted|Verified|Untrusted) )?TLS connection established "
-       r"(?:from|to) (?P<client_name>[^\[\s]*)\[(?P<client_ip>[^\]\s]*)\](?::\d+)?: "
-       r"(?P<tls>\S+) with cipher (?P<selector>\S+)"),
+       r"(?:from|to) (?P<client_name>[^\[ \t]*)\[(?P<client_ip>[^\] \t]*)\](?::[0-9]+)?: "
+       r"(?P<tls>[^ \t]+) with cipher (?P<selector>[^ \t]+)"),
     _k("ps_connect", "postscreen", "CONNECT",
-       rf"^CONNECT from {PS_CLIENT} to \[[^\]]*\]:\d+$"),
+       rf"^CONNECT from {PS_CLIENT} to \[[^\]]*\]:[0-9]+$"),
     _k("ps_pass", "postscreen", "PASS", rf"^PASS (?P<detail>NEW|OLD) {PS_CLIENT}$"),
     _k("ps_listed", "postscreen",
        "WHITELISTED ALLOWLISTED BLACKLISTED DENYLISTED WHITELIST ALLOWLIST",
        rf"^(?P<detail>(?:WHITE|ALLOW|BLACK|DENY)LISTED|(?:WHITELIST|ALLOWLIST) VETO) "
        rf"{PS_CLIENT}$"),
     _k("ps_dnsbl", "postscreen", "DNSBL",
-       rf"^DNSBL rank (?P<detail>\d+) for {PS_CLIENT}$"),
+       rf"^DNSBL rank (?P<detail>[0-9]+) for {PS_CLIENT}$"),
     _k("ps_pregreet", "postscreen", "PREGREET",
-       rf"^PREGREET \d+ after (?P<delay>[\d.]+) from {PS_CLIENT}: (?P<detail>.*)$"),
+       rf"^PREGREET [0-9]+ after (?P<delay>[0-9.]+) from {PS_CLIENT}: (?P<detail>.*)$"),
     _k("ps_hangup", "postscreen", "HANGUP",
-       rf"^HANGUP after (?P<delay>[\d.]+) from {PS_CLIENT} in (?P<detail>.*)$"),
+       rf"^HANGUP after (?P<delay>[0-9.]+) from {PS_CLIENT} in (?P<detail>.*)$"),
     _k("ps_command_limit", "postscreen", "COMMAND",
        rf"^COMMAND (?P<detail>COUNT|TIME|LENGTH|PIPELINING) LIMIT from {PS_CLIENT}"
        r"(?: after (?P<stage>.*))?$"),
@@ -194,28 +194,30 @@ KINDS: tuple[LineKind, ...] = (
        rf"^(?P<detail>BARE NEWLINE|NON-SMTP COMMAND) from {PS_CLIENT}(?: after .*)?$"),
     _k("ps_disconnect", "postscreen", "DISCONNECT", rf"^DISCONNECT {PS_CLIENT}$"),
     _k("dnsblog", "dnsblog", "addr",
-       r"^addr (?P<client_ip>\S+) listed by domain (?P<domain>\S+) as (?P<detail>\S+)$"),
+       r"^addr (?P<client_ip>[^ \t]+) listed by domain (?P<domain>[^ \t]+) "
+       r"as (?P<detail>[^ \t]+)$"),
     # policyd-spf: "prepend Received-SPF: Pass (mailfrom) identity=..." (its action line) and
     # "Pass; identity=..." (its result line, older versions or debugLevel settings).
     # Debian's policyd-spf (2.0) writes an empty queue-id field first: "policyd-spf[235]: : ...".
     _k("spf", "policyd-spf",
        "prepend Pass Fail Softfail SoftFail Neutral None Temperror TempError Permerror PermError",
        r"^(?:: )?(?:prepend Received-SPF: )?(?P<result>Pass|Fail|Softfail|SoftFail|Neutral|None|"
-       r"Temperror|TempError|Permerror|PermError)(?: \([^)]*\))?;? identity=(?P<identity>\w+); "
-       r"client-ip=(?P<client_ip>[^;\s]+); helo=(?P<helo>[^;]*); "
-       r"envelope-from=(?P<sender>[^;]*); receiver=(?P<recipient>[^;]*?)\s*$"),
+       r"Temperror|TempError|Permerror|PermError)(?: \([^)]*\))?;? "
+       r"identity=(?P<identity>[0-9A-Za-z_]+); "
+       r"client-ip=(?P<client_ip>[^; \t]+); helo=(?P<helo>[^;]*); "
+       r"envelope-from=(?P<sender>[^;]*); receiver=(?P<recipient>[^;]*?)[ \t]*$"),
     _k("spf_action", "policyd-spf", "",
-       r"^(?:: )?(?:(?P<action>reject|defer|REJECT|DEFER) )?(?P<code>[45]\d\d) "
-       r"(?P<enhanced_code>\d\.\d{1,3}\.\d{1,3}) (?P<reason>.*)$"),
+       r"^(?:: )?(?:(?P<action>reject|defer|REJECT|DEFER) )?(?P<code>[45][0-9][0-9]) "
+       r"(?P<enhanced_code>[0-9]\.[0-9]{1,3}\.[0-9]{1,3}) (?P<reason>.*)$"),
     _k("dkim", "opendkim", "",
        rf"^{QID}: (?P<detail>.*)$"),
     _k("dmarc", "opendmarc", "",
-       rf"^{QID}: (?P<domain>[^\s:()]+) (?P<result>pass|fail|none|bestguesspass|quarantine|"
+       rf"^{QID}: (?P<domain>[^ \t:()]+) (?P<result>pass|fail|none|bestguesspass|quarantine|"
        r"reject|temperror|permerror)$"),
     _k("dmarc_info", "opendmarc", "", rf"^{QID}: (?P<detail>.*)$"),
     # start, stop and configuration lines of the milters and the policy server
     _k("milter_info", "opendkim opendmarc policyd-spf", "",
-       r"^(?P<detail>(?:OpenDKIM|OpenDMARC) Filter v\S+ (?:starting|terminating)\b.*|"
+       r"^(?P<detail>(?:OpenDKIM|OpenDMARC) Filter v[^ \t]+ (?:starting|terminating)(?: .*)?|"
        r"additional trusted authentication services: .*|Policy server .*|"
        r"(?:OpenDKIM|OpenDMARC)(?: Filter)?: (?:exiting|terminating).*)$"),
     # Recognised Postfix messages that carry nothing triage models; kept as events so they are
@@ -234,14 +236,14 @@ KINDS: tuple[LineKind, ...] = (
        r"(?:[0-9A-Za-z]+: )?(?:warning: )?header .*|SSL_accept error .*|"
        r"(?:[0-9A-Za-z]+: )?replace: .*|(?:[0-9A-Za-z]+: )?(?:skipped|held|released).*|"
        r"(?:[0-9A-Za-z]+: )?(?:from=<.*|to=<.*)|table .* has changed -- restarting|"
-       r"(?:Placed on hold|Released from hold|Requeued|Deleted): \d+ messages?)$"),
+       r"(?:Placed on hold|Released from hold|Requeued|Deleted): [0-9]+ messages?)$"),
 )
 
 KIND_NAMES = tuple(k.name for k in KINDS)
 
 # reason_class: the first pattern that matches the reject reason (and its object) wins.
 REASON_CLASSES: tuple[tuple[str, str], ...] = (
-    ("spf", r"(?i)\bSPF\b"),
+    ("spf", r"(?i)(?:^|[^0-9A-Za-z_])SPF(?:[^0-9A-Za-z_]|$)"),
     ("rbl", r"(?i)blocked using |listed (?:at|by|in) "),
     ("relay", r"Relay access denied"),
     ("unknown_user", r"(?i)User unknown|unknown user|Recipient address rejected: "

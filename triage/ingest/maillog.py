@@ -32,12 +32,12 @@ import polars as pl
 from triage.config import DEFAULT_RULE_ID_PATTERN
 from triage.errors import InputError
 from triage.ingest.extract import (
+    FIRST_WORD_RE,
     MILTER_PROGRAMS,
     candidates,
     extract_events,
 )
 from triage.ingest.kindframes import KindFrames
-from triage.ingest.linekinds import QID_RE
 
 MAX_LINE_BYTES = 16 * 1024  # syslog daemons cap messages far below this
 _MONTHS = {m: i + 1 for i, m in enumerate(
@@ -302,32 +302,31 @@ def conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
 
 
 # The header ends at the first ": " (timestamps, host names and program tags contain none).
-# One short regular expression then reads the header and the first word of the message, which
-# picks the candidate line kinds; regex captures over the whole line would cost several times
-# more, since their cost grows with the length of what they capture.
+# One short regular expression reads it; its match ends there, so its cost does not depend on
+# the length of the message. The first word of the message, which picks the candidate line
+# kinds, is read later and only for lines of mail programs.
 _HEADER_RE = (
     r"^(?P<ts_text>[A-Z][a-z]{2} (?: [1-9]|[0-9]{1,2}) [0-9]{2}:[0-9]{2}:[0-9]{2}|"
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
     r"(?:Z|[+-][0-9]{2}:?[0-9]{2})"
     r") (?P<host>[^ ]+) (?P<program>[^ \[:]+)(?:\[(?P<pid_text>[0-9]+)\])?: "
-    rf"(?:(?:{QID_RE}|NOQUEUE)?: )?(?P<word>[^ \t:;=\[]+)?"
 )
-_WORD_WINDOW = 48  # enough for a long queue id, ": " and the longest first word
 
 
 def _split_header(frame: pl.DataFrame) -> pl.DataFrame:
     line = pl.col("line")
-    end = line.str.find(": ", literal=True)
-    parts = frame.select(
-        line.str.slice(0, end + 2 + _WORD_WINDOW).str.extract_groups(_HEADER_RE).alias("_h"),
-        pl.when(end.is_not_null()).then(line.str.slice(end + 2)).alias("msg"),
-    ).unnest("_h")
-    return frame.with_columns(parts).with_columns(
+    h = line.str.extract_groups(_HEADER_RE)
+    return frame.with_columns(h.alias("_h")).with_columns(
+        pl.col("_h").struct.field("ts_text"),
+        pl.col("_h").struct.field("host"),
+        pl.col("_h").struct.field("program"),
+        pl.col("_h").struct.field("pid_text").cast(pl.Int64, strict=False).alias("pid"),
+        line.str.slice(line.str.find(": ", literal=True) + 2).alias("msg"),
+    ).drop("_h").with_columns(
         (pl.col("ts_text").str.slice(3, 1) == " ").alias("trad"),
-        pl.col("pid_text").cast(pl.Int64, strict=False).alias("pid"),
         pl.col("ts_text").alias("ts"),
         pl.when(pl.col("ts_text").is_not_null()).then(pl.col("msg")).alias("msg"),
-    ).drop("pid_text")
+    )
 
 
 def _rebuild_line() -> pl.Expr:
@@ -506,7 +505,7 @@ def explain_line(line: str, opts: ReadOptions | None = None) -> dict[str, object
     header = _split_header(pl.DataFrame({"line": [text]}))
     program = header["program"][0]
     msg = header["msg"][0]
-    word = header["word"][0]
+    word = header.select(pl.col("msg").str.extract(FIRST_WORD_RE, 1))["msg"][0]
     cands: tuple[str, ...] = ()
     if program:
         _, instance, _, daemon = split_program(program)
