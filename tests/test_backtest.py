@@ -76,3 +76,28 @@ def test_loopback_and_authenticated_are_permitted_first() -> None:
     assert refused([rule], table).isna().all()
     table["authenticated"] = [None, None]
     assert refused([rule], table).tolist() == [None, "R0007"]
+
+
+def test_own_networks_pass_the_smtpd_maps_but_not_header_checks() -> None:
+    # Our relay (a trusted_relays address) is in mynetworks: the HELO, client and sender
+    # maps come after permit_mynetworks; header_checks run in cleanup for its mail too.
+    import ipaddress
+
+    table = add_features(frame([
+        row("ham", 1, "192.0.2.25", None, "relay.example.org", "a@example.org",
+            x_mailer="Bulk 9"),
+        row("spam", 1, "203.0.113.9", None, "relay.example.org", "b@example.org",
+            x_mailer="Bulk 9"),
+    ]))
+    helo = to_rule(RuleKind.HELO.value, r"^relay\.example\.org$", "R0007")
+    header = to_rule(RuleKind.HEADER.value, r"^X-Mailer:\s*Bulk\x209\s*$", "R0008")
+    nets = (ipaddress.ip_network("192.0.2.25/32"),)
+    assert refused([helo], table).tolist() == ["R0007", "R0007"]
+    assert refused([helo], table, mynetworks=nets).tolist() == [None, "R0007"]
+    assert refused([helo, header], table, mynetworks=nets).tolist() == ["R0008", "R0007"]
+    cands = pd.DataFrame([
+        {"kind": RuleKind.HELO.value, "key": helo.key, "anchor": "relay.example.org"},
+        {"kind": RuleKind.HEADER.value, "key": header.key, "anchor": "x-mailer:bulk 9"}])
+    ham, spam = table.iloc[:1].reset_index(drop=True), table.iloc[1:].reset_index(drop=True)
+    out, _ = summarise(cands, spam, ham, mynetworks=nets)
+    assert out["ham_hits"].tolist() == [0, 1]

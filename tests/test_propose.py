@@ -137,3 +137,13 @@ def test_outbound_mail_servers_and_access_providers_are_not_blocked_wholesale() 
                    row("ham", 9, "198.51.100.30", "smtp3out.isp.example.net",
                        "smtp3out.isp.example.net", "other@isp.example.net")])
     assert refused(result.rules, add_features(later)).isna().all()
+
+
+def test_cidr_never_covers_our_own_networks() -> None:
+    spam = _spam_from([f"198.51.100.{i}" for i in (1, 2, 5, 9, 130, 140)])
+    shield = build_shield(frame([]), trusted_relays=["198.51.100.128/28", "relay.example.org"])
+    nets = [ipaddress.ip_network(k) for k in cidr_candidates(spam, shield, Limits())["key"]]
+    own = ipaddress.ip_network("198.51.100.128/28")
+    assert nets and not any(n.overlaps(own) for n in nets)
+    assert ipaddress.ip_network("198.51.100.0/25") in nets
+    assert shield.is_relay_name("Relay.Example.org.") and "relay.example.org" in shield.ham_helos

@@ -10,6 +10,8 @@ with integer masks first, then confirmed the same way.
 
 Tables replayed: leaked spam and ham (``mail`` rows after ``features.add_features``) and the
 log's connections (``log_rows``): delivered messages, refused attempts, sessions without mail.
+Rows Postfix permits before any triage map (``permitted``: loopback, ``mynetworks``, SASL) are
+never counted as refused, as in the main.cf snippet (``emit.postfix.snippet``).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from triage.features import to_text
 from triage.generalise import subject_probe
 from triage.model import Rule, RuleKind, RuleState
 
-__all__ = ["confirm_no_ham", "log_rows", "match", "permitted", "refused", "summarise", "to_rule"]
+__all__ = ["confirm_no_ham", "in_networks", "log_rows", "match", "permitted", "refused",
+           "summarise", "to_rule"]
 
 Progress = Callable[[str], None]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def to_rule(kind: str, key: str, rid: str = "R0000") -> Rule:
@@ -270,16 +274,18 @@ def log_rows(logs: object, known_queue_ids: Iterable[str] = ()) -> pd.DataFrame:
 
 def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
               log: pd.DataFrame | None = None, active: Sequence[Rule] = (),
-              progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+              progress: Progress | None = None, *, mynetworks: Sequence[IPNetwork] = ()
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Backtest every candidate: returns (``cands`` with ``spam_hits``, ``ham_hits``,
     ``log_delivered_unknown``, ``log_rejected``, ``log_no_mail``, ``overlap_active``,
-    ``days``) and the (``cand``, ``row``) spam hit pairs for set cover."""
+    ``days``) and the (``cand``, ``row``) spam hit pairs for set cover. Rows from
+    ``mynetworks`` (our own networks and trusted relays) are permitted, as by Postfix."""
     cands = cands.reset_index(drop=True)
     cands = cands.assign(cand=np.arange(len(cands)))
-    spam_hits = _drop_permitted(match(cands, spam), spam)
+    spam_hits = _drop_permitted(match(cands, spam), spam, cands, mynetworks)
     if progress:
         progress("spam replayed")
-    ham_hits = _drop_permitted(match(cands, ham), ham)
+    ham_hits = _drop_permitted(match(cands, ham), ham, cands, mynetworks)
     out = cands.copy()
     out["spam_hits"] = spam_hits.groupby("cand").size().reindex(out["cand"], fill_value=0) \
         .to_numpy()
@@ -293,7 +299,7 @@ def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
     for name in ("log_delivered_unknown", "log_rejected", "log_no_mail", "overlap_active"):
         out[name] = 0
     if log is not None and len(log):
-        log_hits = match(cands, log)
+        log_hits = _drop_permitted(match(cands, log), log, cands, mynetworks)
         outcome = log["outcome"].to_numpy()[log_hits["row"].to_numpy().astype(int)]
         known = log["known"].to_numpy()[log_hits["row"].to_numpy().astype(int)]
         for name, sel in (("log_delivered_unknown", (outcome == "delivered") & ~known),
@@ -309,8 +315,19 @@ def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
     return out, spam_hits
 
 
-def _drop_permitted(hits: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    return hits[~permitted(table)[hits["row"].to_numpy().astype(int)]]
+def _drop_permitted(hits: pd.DataFrame, table: pd.DataFrame, cands: pd.DataFrame,
+                    mynetworks: Sequence[IPNetwork] = ()) -> pd.DataFrame:
+    """``hits`` without the rows Postfix lets through before the candidate's table is
+    asked: ``permitted`` rows, where clients in ``mynetworks`` still meet header_checks."""
+    if hits.empty:
+        return hits
+    rows = hits["row"].to_numpy().astype(int)
+    ok = permitted(table)[rows]
+    if mynetworks and "client_ip" in table:
+        kind = cands["kind"].to_numpy()[hits["cand"].to_numpy().astype(int)]
+        ours = in_networks(table["client_ip"], mynetworks)[rows]
+        ok |= ours & (kind != RuleKind.HEADER.value)
+    return hits[~ok]
 
 
 def _overlap(active: Sequence[Rule], spam: pd.DataFrame, hits: pd.DataFrame) -> pd.Series:
@@ -354,21 +371,43 @@ def check_row(maps: MapSet, row: pd.Series) -> Verdict:
                       headers=headers)
 
 
-def permitted(table: pd.DataFrame) -> np.ndarray:
+def permitted(table: pd.DataFrame, mynetworks: Sequence[IPNetwork] = ()) -> np.ndarray:
     """Rows no rule can refuse: the restrictions start with permit_mynetworks and
     permit_sasl_authenticated, so loopback clients (local submission, content filter
-    re-injection) and authenticated submissions pass before any triage map is asked."""
+    re-injection), clients in ``mynetworks`` (our own networks and trusted relays, which
+    main.cf's mynetworks must hold) and authenticated submissions pass before any triage
+    map is asked."""
     ok = np.zeros(len(table), dtype=bool)
     if "client_ip" in table:
         ip = table["client_ip"].astype(object)
         ok |= np.array([isinstance(v, str) and (v.startswith("127.") or v == "::1")
                         for v in ip], dtype=bool)
+        if mynetworks:
+            ok |= in_networks(ip, mynetworks)
     for col in ("authenticated", "sasl_username"):
         if col in table:
             v = table[col]
             ok |= (v.notna() & (v.astype(str).str.len() > 0)
                    & ~v.astype(str).str.lower().isin(["false", "none", "0"])).to_numpy(dtype=bool)
     return ok
+
+
+def in_networks(ips: pd.Series, networks: Sequence[IPNetwork]) -> np.ndarray:
+    """Per value of ``ips``: whether it is an address inside one of ``networks`` (each
+    distinct value parsed once)."""
+    codes, uniq = pd.factorize(ips, use_na_sentinel=True)
+    if not networks or not len(uniq):
+        return np.zeros(len(ips), dtype=bool)
+
+    def inside(v: object) -> bool:
+        try:
+            a = ipaddress.ip_address(str(v).strip("[]"))
+        except ValueError:
+            return False
+        return any(a.version == n.version and a in n for n in networks)
+
+    flags = np.array([inside(v) for v in uniq] + [False], dtype=bool)
+    return flags[codes]  # the sentinel -1 picks the trailing False
 
 
 def _field_ids(values: pd.Series, decide: Callable[[object], Hit | None]) -> pd.Series:
@@ -382,8 +421,10 @@ def _field_ids(values: pd.Series, decide: Callable[[object], Hit | None]) -> pd.
                      dtype=object)
 
 
-def refused(rules: Sequence[Rule], table: pd.DataFrame) -> pd.Series:
+def refused(rules: Sequence[Rule], table: pd.DataFrame, *,
+            mynetworks: Sequence[IPNetwork] = ()) -> pd.Series:
     """Per row of ``table``: the rule id that refuses it with ``rules`` in force, or None.
+    Rows Postfix permits first (``permitted``, with ``mynetworks``) are never refused.
 
     The same walk as ``MapSet.check`` (the first restriction in main.cf order that finds a
     rejecting entry wins), taken one restriction at a time: each depends on one field only
@@ -403,7 +444,8 @@ def refused(rules: Sequence[Rule], table: pd.DataFrame) -> pd.Series:
         c = table[name].astype(object)
         return c.where(c.notna(), None)
 
-    steps: list[pd.Series] = []
+    steps: list[pd.Series] = []   # smtpd restrictions, in main.cf order
+    headers: list[pd.Series] = []  # header_checks (cleanup), after them
     ip, name = col("client_ip"), col("client_name")
     for kind in (RuleKind.CLIENT_CIDR, RuleKind.CLIENT_NAME):
         if kind in present:
@@ -421,15 +463,21 @@ def refused(rules: Sequence[Rule], table: pd.DataFrame) -> pd.Series:
         subj = col("subject").map(subject_line)
         mid = col("message_id").map(message_id_line)
         for lines in (frm, xm, subj, mid):
-            steps.append(_field_ids(lines, lambda h: maps.lookup(RuleKind.HEADER, [str(h)])))
+            headers.append(_field_ids(lines, lambda h: maps.lookup(RuleKind.HEADER, [str(h)])))
     out = none
     for ids in steps:
+        out = out.where(out.notna(), ids)
+    # permit_mynetworks ends the smtpd restrictions only: header_checks run in cleanup for
+    # our networks' mail too (local and authenticated mail skip them, see the snippet)
+    out = out.where(~permitted(table, mynetworks), None)
+    for ids in headers:
         out = out.where(out.notna(), ids)
     return out.where(~permitted(table), None)
 
 
-def confirm_no_ham(rules: Sequence[Rule], ham: pd.DataFrame) -> set[str]:
+def confirm_no_ham(rules: Sequence[Rule], ham: pd.DataFrame, *,
+                   mynetworks: Sequence[IPNetwork] = ()) -> set[str]:
     """Rule ids that would refuse some ham row with all ``rules`` in force together."""
-    ids = refused(rules, ham)
+    ids = refused(rules, ham, mynetworks=mynetworks)
     return {i for i in ids.dropna()}
 

@@ -5,7 +5,10 @@ triage learns from everything before k as the weekly job would have: the ham of 
 is the shield, the rules in force that refuse some of that ham are retired (the trial
 feedback would have caught them), the spam of weeks < k that the rules in force do not
 refuse is what leaked, and its proposals are approved automatically. Week k is then
-scored with the Postfix matcher: spam caught, ham rejected.
+scored with the Postfix matcher: spam caught, ham rejected. Loopback clients, clients in our
+own networks (``ProposeOptions.trusted_relays`` given by address, our own addresses) and
+authenticated ones pass, as ``permit_mynetworks`` and ``permit_sasl_authenticated`` pass them
+before any triage map.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def evaluate(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = Non
     spam, ham = spam[spam["period"].notna()], ham[ham["period"].notna()]
     periods = sorted(set(spam["period"]) | set(ham["period"]))
     state = _State(active=[])
+    nets = opts.mynetworks()
     out = []
     for k in periods:
         start = _week_start(k)
@@ -83,8 +87,8 @@ def evaluate(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = Non
         retired, added = _learn(state, train_spam, train_ham, log_before(logs, start),
                                 replace(opts, now=start), progress)
         test_spam, test_ham = spam[spam["period"] == k], ham[ham["period"] == k]
-        caught = refused(state.active, test_spam).notna()
-        rejected = refused(state.active, test_ham).notna()
+        caught = refused(state.active, test_spam, mynetworks=nets).notna()
+        rejected = refused(state.active, test_ham, mynetworks=nets).notna()
         out.append({"period": k, "spam_test": len(test_spam), "spam_caught": int(caught.sum()),
                     "ham_test": len(test_ham), "ham_rejected": int(rejected.sum()),
                     "rules": len(state.active), "rules_added": added,
@@ -105,13 +109,14 @@ def _learn(state: _State, spam: pd.DataFrame, ham: pd.DataFrame, logs: object | 
     """One weekly run: retire rules that refuse known ham, propose from the spam the
     remaining rules let through, approve every proposal. Returns (retired, added)."""
     retired = 0
+    nets = opts.mynetworks()
     if state.active and len(ham):
-        hits = set(refused(state.active, ham).dropna())
+        hits = set(refused(state.active, ham, mynetworks=nets).dropna())
         retired = sum(r.id in hits for r in state.active)
         state.active = [r for r in state.active if r.id not in hits]
     if not len(spam):
         return retired, 0
-    leaked = spam[refused(state.active, spam).isna().to_numpy()]
+    leaked = spam[refused(state.active, spam, mynetworks=nets).isna().to_numpy()]
     if not len(leaked):
         return retired, 0
     found = propose(leaked.reset_index(drop=True), ham.reset_index(drop=True), logs=logs,

@@ -83,11 +83,16 @@ def cidr_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limits(
     """
     counts = spam["client_ip"].dropna().value_counts()
     counts = counts[~counts.index.isin(shield.ham_ips)]
+    if shield.own_networks:
+        # Our own networks are permitted before any map: spam from them is no evidence,
+        # and a block growing towards one stops at its first address (aligned blocks nest).
+        counts = counts[[not _in_networks(ip, shield.own_networks) for ip in counts.index]]
     if counts.empty:
         return _frame([])
     spam_ips = list(counts.index)
     s_int, s_ver = _ip_ints(spam_ips)
-    h_int, h_ver = _ip_ints(sorted(shield.ham_ips))
+    h_int, h_ver = _ip_ints(sorted(shield.ham_ips)
+                            + [str(n.network_address) for n in shield.own_networks])
     rows = []
     for version, bits, narrow, wide in ((4, 32, 32, limits.v4_widest),
                                         (6, 64, limits.v6_narrowest, limits.v6_widest)):
@@ -114,6 +119,15 @@ def cidr_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limits(
                 rows.append({"kind": RuleKind.CLIENT_CIDR.value, "key": net_obj.with_prefixlen,
                              "anchor": None, "generaliser": "cidr", "sources": src})
     return _frame(rows).drop_duplicates("key", ignore_index=True)
+
+
+def _in_networks(ip: object, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+                 ) -> bool:
+    try:
+        addr = ipaddress.ip_address(str(ip))
+    except ValueError:
+        return False
+    return any(addr.version == n.version and addr in n for n in nets)
 
 
 def _widest(ips: np.ndarray, best: np.ndarray, bits: int) -> list[tuple[int, int, int]]:
@@ -251,7 +265,9 @@ def rdns_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limits(
 def helo_candidates(spam: pd.DataFrame, shield: Shield, my_names: Sequence[str] = (),
                     limits: Limits = Limits()) -> pd.DataFrame:
     """HELO regexes: generalised FQDNs (as rDNS names), exact names that are not FQDNs
-    sent from several addresses, and any HELO claiming to be us."""
+    sent from several addresses, and any HELO claiming to be us. "Us" is each of
+    ``my_names`` but our relays' names (``shield.relay_names``): a relay of ours greets
+    our MX with its own name, from addresses the config may not list all of."""
     fq = spam[spam["helo_shape"].isin(["fqdn", "random"])]
     values = pd.DataFrame({"name": fq["helo"], "domain": fq["helo_domain"]})
     blocked = shield.rdns_domains | shield.domains | {r for n in shield.ham_helos
@@ -265,7 +281,8 @@ def helo_candidates(spam: pd.DataFrame, shield: Shield, my_names: Sequence[str] 
     for helo, ips in agg["ips"].items():
         rows.append({"kind": RuleKind.HELO.value, "key": pcre_literal(str(helo)),
                      "anchor": str(helo), "generaliser": "helo_exact", "sources": int(ips)})
-    ours = [n.lower() for n in my_names if "*" not in n and n.lower() not in shield.ham_helos]
+    ours = [n.lower() for n in my_names if "*" not in n and n.lower() not in shield.ham_helos
+            and not shield.is_relay_name(n)]
     if ours and (spam["helo_shape"] == "ours").sum() >= limits.min_messages:
         key = "^(" + "|".join(pcre_literal(n, anchored=False) for n in ours) + ")$"
         rows.append({"kind": RuleKind.HELO.value, "key": key, "anchor": "|".join(ours),

@@ -32,7 +32,7 @@ from triage.generalise import (
     sender_candidates,
 )
 from triage.model import Evidence, Rule, RuleKind, RuleState, rule_id
-from triage.shield import Shield, build_shield
+from triage.shield import IPNetwork, Shield, build_shield, own_infrastructure
 
 __all__ = ["Proposals", "ProposeOptions", "featured", "propose", "select"]
 
@@ -54,12 +54,20 @@ class ProposeOptions:
     lookback_days: int = 180
     my_hostnames: tuple[str, ...] = ()
     my_addresses: tuple[str, ...] = ()
+    # The config's trusted_relays: addresses and networks are our own infrastructure, which
+    # Postfix permits first (mynetworks); names are our relays, never "claiming to be us".
+    trusted_relays: tuple[str, ...] = ()
     allowlist_files: tuple[str, ...] = ()
     first_id: int = 1              # ids of the proposals: R{first_id:04d} ...
     # A tie-breaker, not a veto: delivered mail of unknown label from a spam source is
     # mostly more of the same spam; the reviewer sees the count in the evidence.
     unknown_penalty: float = 0.05  # score lost per delivered log message of unknown label
     now: pd.Timestamp | None = None  # end of the ham lookback (default: newest ham message)
+
+    def mynetworks(self) -> tuple[IPNetwork, ...]:
+        """Our own networks: the trusted relays' addresses and our own addresses, which the
+        restrictions permit (``permit_mynetworks``) before any triage map."""
+        return own_infrastructure(self.trusted_relays, self.my_addresses)[0]
 
 
 @dataclass
@@ -105,7 +113,8 @@ def propose(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = None
     say = progress or (lambda _msg: None)
     spam, ham = featured(spam, opts), featured(ham, opts)
     shield = build_shield(ham, logs=logs, now=opts.now, lookback_days=opts.lookback_days,
-                          allowlist_files=opts.allowlist_files, featured=True)
+                          allowlist_files=opts.allowlist_files, featured=True,
+                          trusted_relays=opts.trusted_relays, my_addresses=opts.my_addresses)
     relayed = spam["list_id"].notna() if "list_id" in spam else pd.Series(False, spam.index)
     hosts = [*opts.my_hostnames, *pd.concat([spam.get("host", pd.Series(dtype=object)),
                                              ham.get("host", pd.Series(dtype=object))])
@@ -122,12 +131,13 @@ def propose(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = None
     known = pd.concat([spam.get("queue_id", pd.Series(dtype=object)),
                        ham.get("queue_id", pd.Series(dtype=object))]).dropna()
     log = log_rows(logs, known) if logs is not None else None
-    tested, hits = summarise(cands, spam, ham, log, active, progress=say)
+    tested, hits = summarise(cands, spam, ham, log, active, progress=say,
+                             mynetworks=shield.own_networks)
     tested["score"] = (tested["spam_hits"] * np.log1p(tested.get("days", 1))
                        * tested["kind"].map(KIND_WEIGHT)).round(3)
     chosen = select(tested, hits, opts)
     rules = _rules(tested, chosen, hits, spam, labels, opts)
-    unsafe = confirm_no_ham(rules, ham)
+    unsafe = confirm_no_ham(rules, ham, mynetworks=shield.own_networks)
     rules = [r for r in rules if r.id not in unsafe]
     tested["selected"] = tested["cand"].isin(chosen)
     tested["reason"] = np.where(tested["ham_hits"] > 0, "hits ham",

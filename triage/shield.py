@@ -6,7 +6,12 @@ Sources:
 - ``rules/allowlist.toml`` shipped with triage (large mailbox providers and ESPs) and the
   operator's own allowlist files in the same format;
 - the log: authenticated sessions (their IPs, names, HELOs and senders) and outbound mail
-  (the domains our users write to are correspondents whose replies must get through).
+  (the domains our users write to are correspondents whose replies must get through);
+- our own infrastructure from the config (``own_infrastructure``): the trusted relays given
+  by address or network, and our own addresses, are our networks, which Postfix permits
+  (``permit_mynetworks``) before any triage map, so no rule may cover them; the trusted
+  relays given by name are our hosts that hand mail to us, so their names are never refused,
+  as rDNS or as HELO (they are not "claiming to be us", they are us).
 
 Campaign grouping ignores shielded values; candidate rules are checked against the raw ham
 values kept here (a CIDR must contain no ham IP, a regex must match no ham name).
@@ -14,6 +19,7 @@ values kept here (a CIDR must contain no ham IP, a regex must match no ham name)
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
 import tomllib
@@ -27,9 +33,31 @@ from triage.errors import ConfigError
 from triage.features import RULES_DIR, add_features, network_of, to_text
 from triage.ingest.address import registered_domain
 
-__all__ = ["Allowlist", "Shield", "build_shield", "load_allowlist"]
+__all__ = ["Allowlist", "Shield", "build_shield", "load_allowlist", "own_infrastructure"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def own_infrastructure(trusted_relays: Iterable[str] = (), my_addresses: Iterable[str] = ()
+                       ) -> tuple[tuple[IPNetwork, ...], tuple[str, ...]]:
+    """Split the config's ``trusted_relays`` (addresses, networks, host names or globs) and
+    our own addresses into (our networks, our relays' names).
+
+    >>> nets, names = own_infrastructure(["192.0.2.7", "198.51.100.0/24", "Relay.example.net."])
+    >>> [n.with_prefixlen for n in nets], names
+    (['192.0.2.7/32', '198.51.100.0/24'], ('relay.example.net',))
+    """
+    nets: list[IPNetwork] = []
+    names: list[str] = []
+    for entry in [*trusted_relays, *my_addresses]:
+        text = str(entry).strip().strip("[]")
+        if not text:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            names.append(text.lower().rstrip("."))
+    return tuple(dict.fromkeys(nets)), tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -95,6 +123,17 @@ class Shield:
     domains: frozenset[str] = frozenset()
     ham_senders: frozenset[str] = frozenset()
     allowlist: Allowlist = field(default_factory=Allowlist)
+    # Our networks (trusted relays and our own addresses: Postfix's mynetworks) and the
+    # names (or globs) of our relays; see ``own_infrastructure``.
+    own_networks: tuple[IPNetwork, ...] = ()
+    relay_names: tuple[str, ...] = ()
+
+    def is_relay_name(self, name: str | None) -> bool:
+        """Whether ``name`` is one of our relays' names (exact or glob, any case)."""
+        if not name:
+            return False
+        n = name.lower().rstrip(".")
+        return any(fnmatch.fnmatchcase(n, p) for p in self.relay_names)
 
     def with_relays(self, relayed: pd.DataFrame, own_hosts: Iterable[str] = (),
                     spam: pd.DataFrame | None = None) -> Shield:
@@ -154,7 +193,11 @@ class Shield:
         return None
 
     def network_reason(self, net: IPNetwork) -> str | None:
-        """Why a network may not be blocked (overlaps an allowlisted network), or None."""
+        """Why a network may not be blocked (overlaps one of our networks or an allowlisted
+        network), or None."""
+        for own in self.own_networks:
+            if own.version == net.version and net.overlaps(own):
+                return f"our own network {own.with_prefixlen} (trusted relay)"
         for allowed, name in self.allowlist.networks:
             if allowed.version == net.version and (net.overlaps(allowed)):
                 return f"allowlist: {name}"
@@ -195,11 +238,14 @@ def _log_known_good(logs: object) -> dict[str, set[str]]:
 def build_shield(ham: pd.DataFrame, *, logs: object | None = None,
                  now: pd.Timestamp | None = None, lookback_days: int = 180,
                  allowlist_files: Sequence[str | Path] = (), builtin: bool = True,
-                 featured: bool = False) -> Shield:
+                 featured: bool = False, trusted_relays: Sequence[str] = (),
+                 my_addresses: Sequence[str] = ()) -> Shield:
     """Build the shield from the ham ``mail`` table (rows older than ``lookback_days``
     before ``now`` are ignored; ``now`` defaults to the newest ham message), the log tables,
-    the shipped allowlist (``builtin``) and the operator's ``allowlist_files``.
-    ``featured`` says ``ham`` already went through ``features.add_features``."""
+    the shipped allowlist (``builtin``), the operator's ``allowlist_files`` and our own
+    infrastructure (the config's ``trusted_relays`` and our own addresses, see
+    ``own_infrastructure``). ``featured`` says ``ham`` already went through
+    ``features.add_features``."""
     allow = load_allowlist(RULES_DIR / "allowlist.toml") if builtin else Allowlist()
     for f in allowlist_files:
         allow = allow.merged(load_allowlist(f))
@@ -216,15 +262,19 @@ def build_shield(ham: pd.DataFrame, *, logs: object | None = None,
             for d in str(v).split(",")]
     sender_domains = {registered_domain(s.rpartition("@")[2]) for s in log["senders"]}
     ips = _set(h["client_ip"]) | log["ips"]
+    own_nets, relay_names = own_infrastructure(trusted_relays, my_addresses)
+    exact_relays = _set(n for n in relay_names if "*" not in n and "?" not in n)
     return Shield(
         ham_ips=ips,
         networks=_set(network_of(ip) for ip in ips),
-        ham_names=_set(h["client_name"]) | log["names"],
+        ham_names=_set(h["client_name"]) | log["names"] | exact_relays,
         rdns_domains=_set(h["rdns_domain"]) | _set(registered_domain(n) for n in log["names"]),
-        ham_helos=_set(h["helo"]) | log["helos"],
+        ham_helos=_set(h["helo"]) | log["helos"] | exact_relays,
         domains=(_set(h["sender_domain"]) | _set(h.get("from_domain", ()))
                  | _set(registered_domain(d) for d in dkim) | _set(sender_domains)
                  | log["domains"]),
         ham_senders=_set(h["envelope_sender"]) | log["senders"],
         allowlist=allow,
+        own_networks=own_nets,
+        relay_names=relay_names,
     )

@@ -65,7 +65,8 @@ def evaluate_command(
                              trusted_relays=cfg.trusted_relays)
     ham_df = read_mailboxes(ham, role="ham", my_hostnames=names,
                             trusted_relays=cfg.trusted_relays)
-    opts = ProposeOptions(my_hostnames=tuple(names), allowlist_files=cfg.allowlist_files())
+    opts = ProposeOptions(my_hostnames=tuple(names), trusted_relays=tuple(cfg.trusted_relays),
+                          allowlist_files=cfg.allowlist_files())
     result = evaluate(spam_df, ham_df, logs=logs, by=by.value, options=opts)
     if as_json:
         typer.echo(json.dumps(result, indent=1))

@@ -213,6 +213,8 @@ def snippet(maps_dir: str | Path, sender_table: TableType = TableType.HASH) -> s
     st = TableType(sender_table)
     return "\n".join([
         "# triage: blacklist maps (authenticated and local clients are never checked)",
+        "# mynetworks must hold your own relays (trusted_relays in triage.toml): the backtest",
+        "# lets them pass here, as permit_mynetworks does; only header_checks see their mail",
         f"smtpd_client_restrictions = {permits},",
         f"    check_client_access cidr:{d}/{RuleKind.CLIENT_CIDR.map_name},",
         f"    check_client_access pcre:{d}/{RuleKind.CLIENT_NAME.map_name}",
