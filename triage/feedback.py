@@ -11,15 +11,18 @@ because a false reject is the one outcome the operator cannot afford.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from triage.model import Rule, RuleState
 
-__all__ = ["RuleFeedback", "assess", "ham_hits", "rule_hits"]
+if TYPE_CHECKING:  # imported where used: RuleFeedback and assess_counts need no polars
+    import polars as pl
+
+__all__ = ["RuleFeedback", "assess", "assess_counts", "ham_counts", "ham_hits", "hit_totals",
+           "rule_hits"]
 
 WARN_ACTIONS = ("warn", "warning")
 HIT_ACTIONS = ("reject", *WARN_ACTIONS)
@@ -28,6 +31,8 @@ _QUEUE_WINDOW = timedelta(minutes=10)
 
 
 def _hits(rejects: pl.DataFrame) -> pl.DataFrame:
+    import polars as pl
+
     if rejects.height == 0 or "rule_id" not in rejects.columns:
         return pl.DataFrame(schema={"time": pl.Datetime("us", "UTC"), "rule_id": pl.String,
                                     "action": pl.String})
@@ -38,6 +43,8 @@ def _hits(rejects: pl.DataFrame) -> pl.DataFrame:
 def rule_hits(rejects: pl.DataFrame) -> pl.DataFrame:
     """Hits per (ISO week, rule id): columns ``week``, ``rule_id``, ``rejects``, ``warns``,
     ``hits``, ``last_hit``."""
+    import polars as pl
+
     hits = _hits(rejects)
     return hits.group_by(pl.col("time").dt.strftime("%G-W%V").alias("week"), "rule_id").agg(
         (pl.col("action") == "reject").sum().cast(pl.Int64).alias("rejects"),
@@ -50,6 +57,8 @@ def rule_hits(rejects: pl.DataFrame) -> pl.DataFrame:
 def _short(col: str) -> pl.Expr:
     """Syslog writes the short host name, Received headers the full one: compare the first
     label only."""
+    import polars as pl
+
     return pl.col(col).str.to_lowercase().str.split(".").list.first()
 
 
@@ -57,6 +66,8 @@ def ham_hits(rejects: pl.DataFrame, mail: pl.DataFrame, sessions: pl.DataFrame,
              messages: pl.DataFrame) -> pl.DataFrame:
     """Rule hits on legitimate mail: columns ``rule_id``, ``time``, ``client_ip``,
     ``queue_id``, ``why`` (``ham folder`` or ``authenticated``)."""
+    import polars as pl
+
     hits = _hits(rejects)
     cols = ["rule_id", "time", "client_ip", "queue_id", "why"]
     empty = pl.DataFrame(schema={"rule_id": pl.String, "time": pl.Datetime("us", "UTC"),
@@ -125,14 +136,31 @@ def assess(rules: Sequence[Rule], hits: pl.DataFrame, ham: pl.DataFrame, now: da
     with no ham hit. A rule is stale when its last hit and its approval are both more than
     ``stale_days`` ago.
     """
+    return assess_counts(rules, hit_totals(hits), ham_counts(ham), now, trial_days,
+                         stale_days)
+
+
+def hit_totals(hits: pl.DataFrame) -> dict[str, tuple[int, datetime | None]]:
+    """Per rule id, from :func:`rule_hits`: (hits, last hit)."""
+    import polars as pl
+
     totals: dict[str, tuple[int, datetime | None]] = {}
     if hits.height:
         for rid, n, last in hits.group_by("rule_id").agg(
                 pl.col("hits").sum(), pl.col("last_hit").max()).iter_rows():
             totals[rid] = (int(n), last)
-    ham_count: dict[str, int] = {}
-    if ham.height:
-        ham_count = dict(ham.group_by("rule_id").len().iter_rows())
+    return totals
+
+
+def ham_counts(ham: pl.DataFrame) -> dict[str, int]:
+    """Per rule id, from :func:`ham_hits`: how many hits were on ham."""
+    return dict(ham.group_by("rule_id").len().iter_rows()) if ham.height else {}
+
+
+def assess_counts(rules: Sequence[Rule], totals: Mapping[str, tuple[int, datetime | None]],
+                  ham_count: Mapping[str, int], now: datetime, trial_days: int = 14,
+                  stale_days: int = 90) -> list[RuleFeedback]:
+    """:func:`assess` from the per-rule counts (:func:`hit_totals`, :func:`ham_counts`)."""
     out = []
     for rule in sorted(rules, key=lambda r: r.id):
         if not rule.state.emitted:

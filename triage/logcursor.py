@@ -26,21 +26,15 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from triage.ingest.maillog import (
-    Chunk,
-    ReadOptions,
-    ReadStats,
-    iter_blocks,
-    open_log,
-    order_files,
-    parse_block,
-    reference_time,
-)
+if TYPE_CHECKING:  # the reader (polars) is imported when something is read
+    from datetime import datetime
 
-__all__ = ["Cursor", "LogInput", "head_hash", "plan_reads", "read_new"]
+    from triage.ingest.maillog import Chunk, ReadOptions, ReadStats
+
+__all__ = ["Cursor", "LogInput", "head_hash", "plan_reads", "read_new", "unchanged"]
 
 _HEAD_LIMIT = 64 * 1024  # a first line longer than this is hashed by its first 64 KiB
 
@@ -88,6 +82,8 @@ class LogInput:
 
 def head_hash(path: str | Path) -> str | None:
     """sha256 of the file's first complete line (decompressed), or None if it has none yet."""
+    from triage.ingest.maillog import open_log
+
     with open_log(path) as f:
         line = f.readline(_HEAD_LIMIT)
     if not line.endswith(b"\n") and len(line) < _HEAD_LIMIT:
@@ -102,15 +98,16 @@ def plan_reads(paths: Sequence[str | Path], cursors: Sequence[Cursor],
     >>> plan_reads([], [])
     []
     """
-    opts = opts or ReadOptions()
     if not paths:
         return []
-    if _unchanged(paths, cursors):
+    if unchanged(paths, cursors):
         # Nothing to read: skip ordering by content time, which reads every file's head.
         return [LogInput(Path(c.path), c.dev, c.ino, c.size, c.head, c.offset, c.lines)
                 for c in cursors]
+    from triage.ingest.maillog import ReadOptions, order_files
+
     # mail.warn / mail.err copies of mail.log lines are not read (see maillog.order_files).
-    primary, _secondary = order_files(paths, opts)
+    primary, _secondary = order_files(paths, opts or ReadOptions())
     by_head: dict[str, list[Cursor]] = {}
     for c in cursors:
         if c.head is not None:
@@ -137,8 +134,9 @@ def plan_reads(paths: Sequence[str | Path], cursors: Sequence[Cursor],
     return inputs
 
 
-def _unchanged(paths: Sequence[str | Path], cursors: Sequence[Cursor]) -> bool:
-    """True when the files are exactly the ones last read, each with the size it had."""
+def unchanged(paths: Sequence[str | Path], cursors: Sequence[Cursor]) -> bool:
+    """True when the files are exactly the ones last read, each with the size it had: then
+    there is nothing new to read (a line that was incomplete then still is)."""
     known = {c.path: c for c in cursors}
     if len(known) != len(paths):
         return False
@@ -185,6 +183,8 @@ def read_new(inputs: Sequence[LogInput], opts: ReadOptions | None = None,
 
     A file's cursor fields are final once the iterator has moved past its last chunk.
     """
+    from triage.ingest.maillog import ReadOptions, ReadStats, reference_time
+
     opts = opts or ReadOptions()
     stats = stats if stats is not None else ReadStats()
     if workers is None:
@@ -212,6 +212,8 @@ def read_new(inputs: Sequence[LogInput], opts: ReadOptions | None = None,
 def _blocks(path: Path, offset: int, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
     """Blocks of whole lines from ``offset`` on, with the content offset after each block.
     A trailing line without its newline is left unread (it may still be being written)."""
+    from triage.ingest.maillog import iter_blocks
+
     for block, _, end in iter_blocks(path, chunk_bytes, offset, partial_tail=False):
         yield block, end
 
@@ -219,6 +221,8 @@ def _blocks(path: Path, offset: int, chunk_bytes: int) -> Iterator[tuple[bytes, 
 def _parse_from(item: LogInput, ref: datetime, opts: ReadOptions, workers: int
                 ) -> Iterator[tuple[Chunk, int]]:
     """Parse blocks on a thread pool (polars releases the GIL), yielded in order."""
+    from triage.ingest.maillog import parse_block
+
     line_no = item.lines + 1
     year_state: dict[str, int] = {}
     if workers == 1:

@@ -6,6 +6,11 @@ maps (``triage.weekly_rules``).
 
 No terminal I/O: progress goes to a callback (``ScanProgress`` events), the result is a
 ``ScanResult``. ``triage scan`` renders both; a notebook can call :func:`scan` directly.
+
+A scan with nothing new imports neither polars nor pandas: the log cursors and the folders'
+seen keys are checked first, the log reader and the mail parser are imported only for input
+that has something to read, and the rule feedback comes from the store's cache while the
+history and the rules in the maps stay the same.
 """
 
 from __future__ import annotations
@@ -20,24 +25,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-import polars as pl
-
 from triage.atomicfile import write_atomic
 from triage.config import Config
 from triage.errors import ConfigError
 from triage.feedback import RuleFeedback
-from triage.ingest.assemble import Assembler
-from triage.ingest.logtables import batched
 from triage.ingest.mailbox import iter_messages
-from triage.ingest.maillog import ReadOptions, ReadStats
-from triage.ingest.mailtable import read_mailboxes
-from triage.logcursor import LogInput, plan_reads, read_new
+from triage.logcursor import LogInput, plan_reads, read_new, unchanged
 from triage.model import RuleState
 from triage.rulebook import load_rulebook
 from triage.store import Store
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used (see the module docstring)
+    import pandas as pd
+    import polars as pl
+
+    from triage.ingest.maillog import ReadOptions
     from triage.weekly_rules import ProposalReport
 
 __all__ = ["ScanProgress", "ScanResult", "log_paths", "mail_folders", "scan"]
@@ -131,21 +133,32 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
         gen = store.begin()
         state = gen.base
         result = ScanResult(generation=gen.number, committed=False)
-        opts = ReadOptions(year=cfg.log_year, timezone=cfg.log_timezone,
-                           rule_id_pattern=cfg.rule_id_pattern)
-        inputs = plan_reads(logs, state.cursors, opts)
-        hosts = _read_logs(inputs, opts, gen.add, report, result)
+        if unchanged(logs, state.cursors):
+            # the files and their sizes are the ones last read: nothing to parse
+            inputs = plan_reads(logs, state.cursors)
+            for item in inputs:
+                item.done_offset, item.done_lines = item.offset, item.lines
+            result.files = [str(i.path) for i in inputs]
+            hosts: set[str] = set()
+        else:
+            opts = _read_options(cfg)
+            inputs = plan_reads(logs, state.cursors, opts)
+            hosts = _read_logs(inputs, opts, gen.add, report, result)
         seen = store.seen(state)
-        names = list(cfg.my_hostnames) or _hostnames(hosts)
-        if not names and store.files("messages"):
-            names = _hostnames(set(store.read("messages", columns=["host"])
-                                   .get_column("host").unique().drop_nulls().to_list()))
+        names: list[str] | None = None  # our host names, found when a folder has new mail
         for role, folder in folders:
             key = str(folder.resolve())
-            new = _read_folder(folder, role, names, cfg, seen.setdefault(key, set()), report)
+            keys = seen.setdefault(key, set())
+            # Looking for one unseen message costs a directory listing, not a parse.
+            if next(iter_messages([folder], skip_keys=keys), None) is None:
+                result.mail[str(folder)] = 0
+                continue
+            if names is None:
+                names = _my_hostnames(cfg, hosts, store)
+            new = _read_folder(folder, role, names, cfg, keys, report)
             result.mail[str(folder)] = len(new)
             if len(new):
-                seen[key].update(new["key"].astype(str))
+                keys.update(new["key"].astype(str))
                 gen.add("mail", _to_polars(new))
         result.rows = dict(gen.rows)
         cursors = [i.cursor() for i in inputs if i.duplicate_of is None]
@@ -163,6 +176,23 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
             _rule_steps(cfg, store, result, now)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _read_options(cfg: Config) -> ReadOptions:
+    from triage.ingest.maillog import ReadOptions
+
+    return ReadOptions(year=cfg.log_year, timezone=cfg.log_timezone,
+                       rule_id_pattern=cfg.rule_id_pattern)
+
+
+def _my_hostnames(cfg: Config, hosts: set[str], store: Store) -> list[str]:
+    """Our host names for the trusted hop: the config's, else the log's (this scan's new
+    lines, else the history's)."""
+    names = list(cfg.my_hostnames) or _hostnames(hosts)
+    if not names and store.files("messages"):
+        names = _hostnames(set(store.read("messages", columns=["host"])
+                               .get_column("host").unique().drop_nulls().to_list()))
+    return names
 
 
 def _rule_steps(cfg: Config, store: Store, result: ScanResult, now: datetime | None) -> None:
@@ -189,6 +219,10 @@ def _read_logs(inputs: Sequence[LogInput], opts: ReadOptions,
                add: Callable[[str, pl.DataFrame], None], report: Progress,
                result: ScanResult) -> set[str]:
     """Parse the unread parts of the logs into the four log tables; return the log's hosts."""
+    from triage.ingest.assemble import Assembler
+    from triage.ingest.logtables import batched
+    from triage.ingest.maillog import ReadStats
+
     stats = ReadStats()
     asm = Assembler()
     hosts: set[str] = set()
@@ -223,10 +257,9 @@ def _hostnames(hosts: set[str]) -> list[str]:
 
 def _read_folder(folder: Path, role: str, names: list[str], cfg: Config, seen: set[str],
                  report: Progress) -> pd.DataFrame:
-    """The messages of ``folder`` not read before (an empty frame when there are none)."""
-    # Looking for one unseen message costs a directory listing, not a parse of the folder.
-    if next(iter_messages([folder], skip_keys=seen), None) is None:
-        return pd.DataFrame()
+    """The messages of ``folder`` not read before."""
+    from triage.ingest.mailtable import read_mailboxes
+
     label = f"{folder.parent.name}/{folder.name}"
 
     def on_messages(n: int) -> None:
@@ -241,6 +274,8 @@ def _read_folder(folder: Path, role: str, names: list[str], cfg: Config, seen: s
 
 def _to_polars(df: pd.DataFrame) -> pl.DataFrame:
     """The mail table in polars, with text columns kept as text even when all empty."""
+    import polars as pl
+
     frame = pl.from_pandas(df)
     return frame.with_columns([pl.col(c).cast(pl.String) for c, t in frame.schema.items()
                                if t == pl.Null])

@@ -4,7 +4,8 @@ Layout of ``state_dir``::
 
     state.json                       schema version, committed generation, log cursors, scans
     history/<table>/week=<ISO week>/g<generation>.parquet
-    seen/g<generation>.parquet       message keys already read, per mail folder
+    seen/g<generation>.json.gz       message keys already read, per mail folder
+    cache/*.json                     figures computed from one generation (see read_cache)
     lock                             held (flock) while a scan runs
 
 Each scan is one *generation*. It writes its files under their final names with its own
@@ -13,12 +14,17 @@ commit. Readers only look at files whose generation is at most the committed one
 scan deletes files of generations that never committed, so a crash or ``kill -9`` at any point
 leaves the previous history. The same files can be read by Dask or Spark: a hive-style
 partition per ISO week (``week=2025-W41``).
+
+Reading the scan state (cursors, seen keys, caches) needs neither polars nor pandas: a scan
+that finds nothing new imports neither. The seen keys are gzipped JSON for that reason (state
+directories written before keep their Parquet seen file until the next commit).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import json
 import os
 import re
@@ -26,14 +32,15 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from triage.atomicfile import atomic_target
 from triage.errors import TriageError
 from triage.logcursor import Cursor
+
+if TYPE_CHECKING:  # imported where used: a scan with nothing new needs neither
+    import pandas as pd
+    import polars as pl
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "History", "ScanBusy", "Store", "load_history"]
 
@@ -118,11 +125,48 @@ class Store:
         state = state or self.state()
         if state.seen_file is None:
             return {}
-        frame = pl.read_parquet(self.root / state.seen_file)
-        out: dict[str, set[str]] = {}
-        for folder, keys in frame.group_by("folder").agg(pl.col("key")).iter_rows():
-            out[folder] = set(keys)
-        return out
+        path = self.root / state.seen_file
+        if path.suffix == ".parquet":  # written by an earlier triage
+            import polars as pl
+
+            frame = pl.read_parquet(path)
+            return {folder: set(keys) for folder, keys in
+                    frame.group_by("folder").agg(pl.col("key")).iter_rows()}
+        try:
+            data = json.loads(gzip.decompress(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise TriageError(f"cannot read the seen messages: {exc}", file=path) from exc
+        return {folder: set(keys) for folder, keys in data.items()}
+
+    def commit_key(self, state: State | None = None) -> str:
+        """Names the committed history: its generation and the time of its scan."""
+        state = state or self.state()
+        when = state.scans[-1].get("time", "") if state.scans else ""
+        return f"{state.generation}@{when}"
+
+    def read_cache(self, name: str) -> dict[str, Any] | None:
+        """What :meth:`write_cache` stored under ``name`` for the history as it is now
+        (None when it was stored for another generation, or never)."""
+        try:
+            data = json.loads((self.root / "cache" / f"{name}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("key") != self.commit_key():
+            return None
+        value = data.get("value")
+        return value if isinstance(value, dict) else None
+
+    def write_cache(self, name: str, key: str, value: Mapping[str, Any]) -> None:
+        """Keep ``value`` (JSON) computed from the history named ``key`` (see
+        :meth:`commit_key`, taken before the computation): written only if the history is
+        still that one, replaced atomically; a state directory that cannot be written
+        just has no cache."""
+        if key != self.commit_key():
+            return
+        with contextlib.suppress(OSError):
+            (self.root / "cache").mkdir(parents=True, exist_ok=True)
+            _write_text_atomic(self.root / "cache" / f"{name}.json",
+                               json.dumps({"key": key, "value": value}))
 
     def files(self, table: str, weeks: Iterable[str] | None = None,
               generation: int | None = None) -> list[Path]:
@@ -150,6 +194,8 @@ class Store:
     def read(self, table: str, weeks: Iterable[str] | None = None,
              columns: list[str] | None = None) -> pl.DataFrame:
         """One table of the history (polars), all weeks or the given ones."""
+        import polars as pl
+
         frames = [pl.read_parquet(f, columns=columns) for f in self.files(table, weeks)]
         frames = [f for f in frames if f.height]
         if not frames:
@@ -206,6 +252,8 @@ class Store:
             for f in seen_dir.iterdir():
                 if current is None or f.name != Path(current).name:
                     f.unlink(missing_ok=True)
+        for f in (self.root / "cache").glob("*.tmp"):
+            f.unlink(missing_ok=True)
 
 
 class Generation:
@@ -230,6 +278,8 @@ class Generation:
             self._flush(table)
 
     def _flush(self, table: str) -> None:
+        import polars as pl
+
         buf = self._buffer.pop(table, [])
         if not buf:
             return
@@ -252,10 +302,11 @@ class Generation:
         for table in list(self._buffer):
             self._flush(table)
         (root / "seen").mkdir(parents=True, exist_ok=True)
-        seen_name = f"seen/g{self.number:08d}.parquet"
-        pairs = [(folder, k) for folder, keys in sorted(seen.items()) for k in sorted(keys)]
-        _write_parquet(pl.DataFrame(pairs, schema={"folder": pl.String, "key": pl.String},
-                                    orient="row"), root / seen_name)
+        seen_name = f"seen/g{self.number:08d}.json.gz"
+        keys = {folder: sorted(k) for folder, k in sorted(seen.items())}
+        with atomic_target(root / seen_name) as tmp:
+            tmp.write_bytes(gzip.compress(json.dumps(keys).encode(), compresslevel=1,
+                                          mtime=0))
         state = State(generation=self.number, cursors=cursors, seen_file=seen_name,
                       scans=[*self.base.scans, {"generation": self.number, **scan}])
         _fsync_dirs(root)

@@ -1,21 +1,27 @@
 """The figures of one ISO week from the history: what ``triage scan`` and ``triage stats`` show.
 
-Every figure is a plain dict of counts, so it renders as a rich table or as JSON alike.
+Every figure is a plain dict of counts, so it renders as a rich table or as JSON alike. The
+figures of a week are kept in the state directory's cache for the generation they were
+computed from, so a scan that finds nothing new shows them without reading the history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
-from triage.feedback import ham_hits, rule_hits
 from triage.store import Store
+
+if TYPE_CHECKING:  # imported where used: a cached summary needs no polars
+    import polars as pl
 
 __all__ = ["all_weeks", "week_summary", "weekly_counts"]
 
 REFUSING = ("reject", "discard")
+
+
+# Bump when the figures change, so a cache written by another version is not used.
+_SUMMARY_VERSION = 1
 
 
 def _counts(frame: pl.DataFrame, col: str) -> dict[str, int]:
@@ -28,6 +34,8 @@ def _counts(frame: pl.DataFrame, col: str) -> dict[str, int]:
 def _week(frame: pl.DataFrame, col: str, week: str) -> pl.DataFrame:
     """Rows whose ``col`` falls in ``week``: a partition file may hold rows of other weeks
     only if the clock jumped, but filtering keeps the figures exact."""
+    import polars as pl
+
     if frame.height == 0:
         return frame
     return frame.filter(pl.col(col).dt.strftime("%G-W%V") == week)
@@ -48,11 +56,33 @@ def week_summary(store: Store, week: str | None = None) -> dict[str, Any]:
     headers), ``rule_hits`` (per rule id: rejects, warns), ``ham_hits`` (rule ids that hit
     ham: flagged), ``unparsed`` (lines not understood by the scans that read this week).
     """
-    weeks = all_weeks(store)
+    key = store.commit_key()
+    cache = store.read_cache("summary") or {}
+    if cache.get("version") != _SUMMARY_VERSION:
+        cache = {"version": _SUMMARY_VERSION, "latest": None, "weeks": {}}
+    dirty = False
     if week is None:
-        if not weeks:
-            return {"week": None}
-        week = weeks[-1]
+        week = cache["latest"]
+        if week is None:
+            weeks = all_weeks(store)
+            if not weeks:
+                return {"week": None}
+            week = cache["latest"] = weeks[-1]
+            dirty = True
+    if week not in cache["weeks"]:
+        cache["weeks"][week] = _summary(store, week)
+        dirty = True
+    if dirty:
+        store.write_cache("summary", key, cache)
+    return dict(cache["weeks"][week])
+
+
+def _summary(store: Store, week: str) -> dict[str, Any]:
+    """The figures of ``week``, read from the history (see week_summary)."""
+    import polars as pl
+
+    from triage.feedback import ham_hits, rule_hits
+
     sessions = _week(store.read("sessions", [week]), "connect_time", week)
     messages = _week(store.read("messages", [week]), "first_seen", week)
     rejects = _week(store.read("rejects", [week]), "time", week)

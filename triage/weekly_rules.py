@@ -14,19 +14,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import polars as pl
-
-from triage.backtest import refused
 from triage.config import Config
-from triage.feedback import RuleFeedback, assess, ham_hits, rule_hits
+from triage.feedback import RuleFeedback, assess_counts, ham_counts, hit_totals
 from triage.model import Evidence, Rule, RuleState
-from triage.propose import ProposeOptions, propose
 from triage.rulebook import Rulebook, should_repropose
 from triage.store import NO_WEEK, Store
 from triage.weekly import all_weeks
+
+if TYPE_CHECKING:  # imported where used: the feedback of a scan with nothing new needs none
+    import pandas as pd
+
+    from triage.propose import ProposeOptions
 
 __all__ = ["ProposalReport", "feedback_json", "history_retest", "iso_week",
            "propose_from_history", "rule_feedback"]
@@ -90,6 +90,8 @@ def _history(store: Store, lookback_days: int, logs: bool = True
              ) -> tuple[pd.DataFrame, SimpleNamespace]:
     """The mail table and (``logs``) the log tables of the last ``lookback_days``, by ISO
     week; without ``logs`` the log tables are empty frames."""
+    import pandas as pd
+
     weeks = sorted({w for t in ("mail", *_LOG_TABLES) for w in store.weeks(t)})
     since = None
     if weeks and lookback_days:
@@ -103,6 +105,8 @@ def _history(store: Store, lookback_days: int, logs: bool = True
 
 
 def _options(cfg: Config, mail: pd.DataFrame) -> ProposeOptions:
+    from triage.propose import ProposeOptions
+
     names = tuple(cfg.my_hostnames)
     if not names and "host" in mail:
         # the same fallback as the scan's trusted hop: syslog's short name stands for mx.*
@@ -122,6 +126,9 @@ def propose_from_history(store: Store, book: Rulebook, cfg: Config,
     evidence, a rejected one comes back only when its evidence grew substantially, a
     retired, trial or active one is left alone.
     """
+    from triage.backtest import refused
+    from triage.propose import ProposeOptions, propose
+
     mail, logs = _history(store, (options or ProposeOptions()).lookback_days)
     weeks = all_weeks(store)
     report = ProposalReport(week=weeks[-1] if weeks else None)
@@ -173,6 +180,8 @@ def _store(book: Rulebook, r: Rule, now: datetime, report: ProposalReport) -> Ru
 def _new_campaigns(table: pd.DataFrame, rules: Sequence[Rule], stored: dict[str, str],
                    week: str | None) -> list[dict[str, Any]]:
     """Campaigns whose first message arrived in ``week``, largest first."""
+    import pandas as pd
+
     if week is None or not len(table):
         return []
     by_campaign: dict[str, list[str]] = {}
@@ -201,11 +210,38 @@ def rule_feedback(store: Store, rules: Sequence[Rule], cfg: Config,
     Only lines logged since a rule was created count for it: ids are never reused, so a
     line carrying the id from before that belongs to another rule set (e.g. a rulebook
     started afresh), not to this rule.
+
+    The counts read from the history are cached for its generation and these rules (ids and
+    start times), so a scan that finds nothing new reads no Parquet for them.
     """
     emitted = [r for r in rules if r.state.emitted]
     if not emitted:
         return []
     since = {r.id: r.created or r.approved for r in emitted}
+    key = store.commit_key()
+    rules_key = {rid: t.isoformat() if t else None for rid, t in sorted(since.items())}
+    cached = store.read_cache("feedback")
+    if cached is not None and cached.get("rules") == rules_key:
+        totals = {rid: (int(n), datetime.fromisoformat(last) if last else None)
+                  for rid, (n, last) in cached["totals"].items()}
+        ham = {rid: int(n) for rid, n in cached["ham"].items()}
+    else:
+        totals, ham = _feedback_counts(store, since)
+        store.write_cache("feedback", key, {
+            "rules": rules_key, "ham": ham,
+            "totals": {rid: [n, last.isoformat() if last else None]
+                       for rid, (n, last) in totals.items()}})
+    return assess_counts(emitted, totals, ham, now or datetime.now(UTC), cfg.trial_days,
+                         cfg.stale_days)
+
+
+def _feedback_counts(store: Store, since: dict[str, datetime | None]
+                     ) -> tuple[dict[str, tuple[int, datetime | None]], dict[str, int]]:
+    """Hits (count, last) and ham hits per rule id, counting lines from ``since`` on."""
+    import polars as pl
+
+    from triage.feedback import ham_hits, rule_hits
+
     starts = [t for t in since.values() if t is not None]
     first = min(starts) if len(starts) == len(since) else None
     cols = ["time", "host", "queue_id", "action", "rule_id", "client_ip", "sender"]
@@ -226,9 +262,7 @@ def rule_feedback(store: Store, rules: Sequence[Rule], cfg: Config,
         messages = store.read("messages", _recent_weeks(store, "messages", first),
                               columns=["host", "client_ip", "sender", "queue_id",
                                        "first_seen"])
-    ham = ham_hits(rejects, mail, sessions, messages)
-    return assess(emitted, hits, ham, now or datetime.now(UTC), cfg.trial_days,
-                  cfg.stale_days)
+    return hit_totals(hits), ham_counts(ham_hits(rejects, mail, sessions, messages))
 
 
 def feedback_json(fb: Sequence[RuleFeedback]) -> list[dict[str, Any]]:
@@ -249,6 +283,10 @@ def history_retest(store: Store, lookback_days: int = 180) -> Callable[[Rule], E
     frames: dict[str, pd.DataFrame] = {}
 
     def retest(rule: Rule) -> Evidence:
+        import pandas as pd
+
+        from triage.backtest import refused
+
         if not frames:
             mail, _ = _history(store, lookback_days, logs=False)
             role = mail["role"] if "role" in mail else pd.Series(dtype=object)

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from triage.cli.app import ConfigOpt, app
 from triage.config import Config, load_config
-from triage.emit.install import (
-    Postfix,
-    check_maps,
-    install_and_reload,
-    render_maps,
-    write_maps,
-)
-from triage.emit.postfix import snippet
 from triage.errors import InstallError
-from triage.model import TableType
-from triage.rulebook import load_rulebook
+
+if TYPE_CHECKING:  # the emitter is imported when a command runs, not when the CLI starts
+    from triage.emit.install import Postfix
 
 
 def postfix_of(cfg: Config) -> Postfix:
+    from triage.emit.install import Postfix
+
     return Postfix(cfg.postfix_dir, cfg.postfix_config_dir, cfg.postfix_command)
 
 
@@ -43,6 +38,11 @@ def emit_command(
     """Render the Postfix maps (client cidr, client-name pcre, HELO pcre, sender hash,
     header_checks pcre) for the trial and active rules, check them with triage's matcher and
     with postmap, and write them (stdout without --out/--install)."""
+    from triage.emit.install import check_maps, install_and_reload, render_maps, write_maps
+    from triage.emit.postfix import snippet
+    from triage.model import TableType
+    from triage.rulebook import load_rulebook
+
     cfg = load_config(config)
     sender_table = TableType(cfg.sender_table)
     if show_snippet:

@@ -13,8 +13,8 @@ from triage.cli.app import ConfigOpt, app
 from triage.cli.output import Format, TableWriter
 from triage.config import load_config
 from triage.errors import InputError
-from triage.ingest.logtables import TABLES, empty_table, iter_tables
-from triage.ingest.maillog import ReadOptions, ReadStats, explain_line
+
+# The log reader (polars) is imported when a command runs, not when the CLI starts.
 
 
 class Table(StrEnum):
@@ -46,6 +46,9 @@ def parse_command(
 ) -> None:
     """Parse mail.log files into tables (events, sessions, messages, deliveries, rejects,
     unparsed). Streams in bounded memory; a summary goes to stderr."""
+    from triage.ingest.logtables import TABLES, empty_table, iter_tables
+    from triage.ingest.maillog import ReadOptions, ReadStats
+
     cfg = load_config(config)
     opts = ReadOptions(year=year if year is not None else cfg.log_year,
                        timezone=cfg.log_timezone, rule_id_pattern=cfg.rule_id_pattern)
@@ -94,6 +97,8 @@ def explain_command(
     config: ConfigOpt = None,
 ) -> None:
     """Show how triage reads one log line (kind and fields) or one message file."""
+    from triage.ingest.maillog import ReadOptions, explain_line
+
     cfg = load_config(config)
     path = Path(what)
     if "\n" not in what and len(what) < 4096 and path.is_file():

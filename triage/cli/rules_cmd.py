@@ -12,7 +12,6 @@ from rich.table import Table
 from triage.cli.app import ConfigOpt, app
 from triage.cli.emit_cmd import postfix_of
 from triage.config import load_config
-from triage.emit.install import rollback
 from triage.emit.postfix import render_line
 from triage.model import Rule, RuleState
 from triage.rulebook import load_rulebook, rule_to_toml
@@ -78,6 +77,8 @@ def rollback_command(
     config: ConfigOpt = None,
 ) -> None:
     """Put the previously installed set of maps back (a second rollback undoes the first)."""
+    from triage.emit.install import rollback
+
     cfg = load_config(config)
     restored = rollback(postfix_of(cfg), reload=reload)
     typer.echo(f"restored {len(restored)} file(s) in {cfg.postfix_dir}", err=True)

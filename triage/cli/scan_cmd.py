@@ -5,37 +5,27 @@ from __future__ import annotations
 import getpass
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
 from triage.cli import prompts
 from triage.cli.app import ConfigOpt, app
-from triage.cli.emit_cmd import postfix_of
-from triage.cli.output import atomic_path
-from triage.cli.review_cmd import review_loop
 from triage.config import Config, load_config
-from triage.emit.install import check_maps, install_and_reload, render_maps
 from triage.errors import ConfigError, InstallError
-from triage.initconf import detect, render
-from triage.model import TableType
-from triage.review import ReviewSession
-from triage.rulebook import load_rulebook, promote_trials
 from triage.scan import ScanProgress, ScanResult, scan
 from triage.store import Store
 from triage.weekly import week_summary, weekly_counts
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+# Only what a scan with nothing new needs is imported above: the progress bars, the review,
+# the emitter and `triage init` are imported where used (a cron scan's time is mostly
+# Python's start).
 
 console = Console()
 err_console = Console(stderr=True)
@@ -45,15 +35,28 @@ REVIEW_LATER = ("Review them with `triage review` at a terminal, or without one 
                 "`triage review --approve-all`; then `triage emit --install`.")
 
 
-class _Rate(ProgressColumn):
-    """Lines or messages per second (the bar itself may count bytes)."""
+def _progress_columns() -> tuple[Any, ...]:
+    """The columns of the progress bars: name, bar, count and rate, time left."""
+    from rich.progress import (
+        BarColumn,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    def render(self, task: Task) -> Text:
-        done = task.fields.get("count", 0)
-        unit = task.fields.get("unit", "")
-        elapsed = task.elapsed or 0.0
-        rate = f"{done / elapsed:,.0f} {unit}/s" if elapsed > 0.05 else ""
-        return Text(f"{done:,} {unit}  {rate}")
+    class _Rate(ProgressColumn):
+        """Lines or messages per second (the bar itself may count bytes)."""
+
+        def render(self, task: Task) -> Text:
+            done = task.fields.get("count", 0)
+            unit = task.fields.get("unit", "")
+            elapsed = task.elapsed or 0.0
+            rate = f"{done / elapsed:,.0f} {unit}/s" if elapsed > 0.05 else ""
+            return Text(f"{done:,} {unit}  {rate}")
+
+    return (TextColumn("{task.description:<18}"), BarColumn(), _Rate(),
+            TimeRemainingColumn())
 
 
 class _Bars:
@@ -99,9 +102,10 @@ def scan_command(
     if quiet:
         result = scan(cfg, wait=wait)
     else:
-        columns = (TextColumn("{task.description:<18}"), BarColumn(), _Rate(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=err_console, transient=False) as progress:
+        from rich.progress import Progress
+
+        with Progress(*_progress_columns(), console=err_console,
+                      transient=False) as progress:
             result = scan(cfg, progress=_Bars(progress), wait=wait)
     summary = week_summary(Store(cfg.state_dir))
     if result.proposals is not None:
@@ -229,6 +233,12 @@ def _review_and_install(cfg: Config, result: ScanResult) -> None:
     """The interactive end of the scan: the review (the same loop as `triage review`),
     promotion of trial rules that passed, then the maps that changed, installed after a
     confirmation."""
+    from triage.cli.emit_cmd import postfix_of
+    from triage.cli.review_cmd import review_loop
+    from triage.emit.install import check_maps, install_and_reload, render_maps
+    from triage.model import TableType
+    from triage.review import ReviewSession
+    from triage.rulebook import load_rulebook, promote_trials
     from triage.weekly_rules import history_retest
 
     book = load_rulebook(cfg.rulebook_dir())
@@ -333,6 +343,9 @@ def init_command(
         = False,
 ) -> None:
     """Look at this machine (mail logs, ~/.procmailrc) and write a commented triage.toml."""
+    from triage.cli.output import atomic_path
+    from triage.initconf import detect, render
+
     target = out.expanduser()
     if target.exists() and not force:
         raise ConfigError("exists already (use --force to overwrite)", file=target)
