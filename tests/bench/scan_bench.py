@@ -100,12 +100,14 @@ def main() -> None:
         t_scan = timed(scan)
         t_again = timed(scan)
         t_import = timed([sys.executable, "-c", "import triage.cli.app"])
+        t_python = timed([sys.executable, "-c", "pass"])
         print(f"log lines       {n:>12,}   leaked spam {args.spam:,}   ham {args.ham:,}")
         print(f"pflogsumm       {t_pf:8.2f} s  (log only)")
         print(f"triage scan     {t_scan:8.2f} s  (log + folders, history written)")
         print(f"ratio           {t_pf / t_scan:8.2f} x (pflogsumm time / scan time; target > 1)")
         print(f"scan, nothing new {t_again:6.2f} s  (target < 1 s; {t_import:.2f} s of it is "
-              "starting python and importing the CLI)")
+              f"starting python and importing the CLI, {t_python:.2f} s starting python; "
+              "tests/bench/noop_bench.py times it alone)")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
