@@ -83,10 +83,18 @@ class TableWriter:
                 import pyarrow.parquet as pq
 
                 # zstd level 1 and dictionaries only for the low-cardinality columns: measured
-                # here about twice as fast as the defaults, files as small
+                # here about twice as fast as the defaults, files as small. Min/max statistics
+                # only for numbers and times (what readers filter row groups on): on text
+                # columns they cost a quarter of the writing time.
+                import pyarrow as pa
+
                 dictionary = [f.name for f in self._schema if f.name in LOW_CARDINALITY]
+                stats = [f.name for f in self._schema
+                         if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+                         or pa.types.is_timestamp(f.type)]
                 self._pq = pq.ParquetWriter(self._stream, self._schema, compression="zstd",
-                                            compression_level=1, use_dictionary=dictionary)
+                                            compression_level=1, use_dictionary=dictionary,
+                                            write_statistics=stats)
             if table.num_rows:
                 self._pq.write_table(table)
             return

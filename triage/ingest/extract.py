@@ -162,8 +162,10 @@ class _KindPlan:
 
     @functools.cache  # noqa: B019
     def _final(self) -> list[pl.Expr]:
+        # every column already has its EVENT_SCHEMA type (captures are strings; the numeric
+        # ones are cast in _finish_stages): a plain projection, cheap to plan
         names = set(_BASE_COLUMNS) | set(self._output_fields()) | {"kind"}
-        return [pl.col(c).cast(EVENT_SCHEMA[c]) for c in EVENT_SCHEMA if c in names]
+        return [pl.col(c) for c in EVENT_SCHEMA if c in names]
 
     def _output_fields(self) -> set[str]:
         fields = set(self.fields) - {"_m"}

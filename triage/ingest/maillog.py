@@ -60,7 +60,7 @@ class ReadOptions:
     year: int | None = None
     timezone: str | None = None
     rule_id_pattern: str = DEFAULT_RULE_ID_PATTERN
-    chunk_bytes: int = 4 * 1024 * 1024
+    chunk_bytes: int = int(os.environ.get("TRIAGE_CHUNK_BYTES", 4 * 1024 * 1024))
     # blocks parsed at once on a thread pool (polars releases the GIL); each holds a block's
     # worth of frames, so this multiplies the memory held
     workers: int = int(os.environ.get("TRIAGE_PARSE_WORKERS", "2"))
