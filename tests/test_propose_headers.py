@@ -214,3 +214,12 @@ def test_domain_in_operator_allowlist_is_never_proposed(tmp_path: Path) -> None:
     result = propose(spam, ham, options=ProposeOptions(allowlist_files=cfg.allowlist_files()))
     assert not [r for r in result.rules if "partner" in r.key]
     assert not result.candidates["key"].str.contains("partner").any()
+
+
+def test_scan_proposer_gets_the_configs_trusted_relays(tmp_path: Path) -> None:
+    # the weekly scan proposes with the same view of our own relays as `triage evaluate`:
+    # their addresses are mynetworks in the backtest, their names never "claim to be us"
+    cfg_file = tmp_path / "triage.toml"
+    cfg_file.write_text('trusted_relays = ["relay.example.net", "192.0.2.0/28"]\n', "utf-8")
+    cfg = load_config(cfg_file)
+    assert _options(cfg, pd.DataFrame()).trusted_relays == ("relay.example.net", "192.0.2.0/28")

@@ -112,7 +112,8 @@ def _options(cfg: Config, mail: pd.DataFrame) -> ProposeOptions:
         # the same fallback as the scan's trusted hop: syslog's short name stands for mx.*
         hosts = sorted({str(h).lower() for h in mail["host"].dropna()})
         names = tuple(p for h in hosts for p in (h, f"{h}.*"))
-    return ProposeOptions(my_hostnames=names, allowlist_files=cfg.allowlist_files())
+    return ProposeOptions(my_hostnames=names, trusted_relays=tuple(cfg.trusted_relays),
+                          allowlist_files=cfg.allowlist_files())
 
 
 def propose_from_history(store: Store, book: Rulebook, cfg: Config,
