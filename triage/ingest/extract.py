@@ -140,12 +140,14 @@ class _KindPlan:
     """The polars expressions of one line kind, built once per process."""
 
     kind: lk.LineKind
-    extract: pl.Expr  # msg -> struct "_g" of the pattern's groups, with the match marker _m
+    extract: list[pl.Expr]  # msg -> struct "_g" of the pattern's groups (with the match
+    # marker _m), and for text_tail kinds "_rest", the message after the pattern's match
     fields: tuple[str, ...]
 
     def finish(self, got: pl.LazyFrame, rule_id_pattern: str) -> pl.LazyFrame:
         """Typed event columns for the matched lines of this kind."""
-        out = got.select(*_BASE_COLUMNS, *self._unnest()).with_columns(
+        rest = ["_rest"] if self.kind.text_tail else []
+        out = got.select(*_BASE_COLUMNS, *self._unnest(), *rest).with_columns(
             pl.lit(self.kind.name).alias("kind"))
         for stage in self._stages(rule_id_pattern):
             out = out.with_columns(stage)
@@ -169,6 +171,8 @@ class _KindPlan:
 
     def _output_fields(self) -> set[str]:
         fields = set(self.fields) - {"_m"}
+        if self.kind.text_tail:
+            fields |= _TAIL_FIELDS
         if self.kind.name == "dns_warning":
             fields -= {"detail2", "helo", "object"}
             fields |= {"client_ip", "client_name"}
@@ -190,7 +194,30 @@ def _plan(name: str) -> _KindPlan:
     pattern = "^(?P<_m>)" + kind.pattern[1:]
     probe = pl.DataFrame({"m": [""]}).select(pl.col("m").str.extract_groups(pattern))
     fields = tuple(f.name for f in cast(pl.Struct, probe.schema["m"]).fields)
-    return _KindPlan(kind, pl.col("msg").str.extract_groups(pattern).alias("_g"), fields)
+    extract = [pl.col("msg").str.extract_groups(pattern).alias("_g")]
+    if kind.text_tail:
+        extract.append(pl.col("msg").str.replace(pattern, "", literal=False, n=1)
+                       .alias("_rest"))
+    return _KindPlan(kind, extract, fields)
+
+
+# The from/to/proto/helo tail of a reject text: found by an unanchored search (the leftmost
+# place where it matches through the end of the line), then read with an anchored match on
+# the short tail alone.
+_TAIL_FIND = lk.TAIL
+_TAIL_READ = "^" + lk.TAIL
+_TAIL_FIELDS = frozenset({"sender", "recipient", "proto", "helo"})
+
+
+def _text_tail_stages() -> list[list[pl.Expr]]:
+    rest, at = pl.col("_rest"), pl.col("_at")
+    tail = pl.col("_tail").struct
+    return [
+        [rest.str.find(_TAIL_FIND).alias("_at")],
+        [pl.when(at.is_null()).then(rest).otherwise(rest.str.slice(0, at)).alias("text"),
+         rest.str.slice(at).str.extract_groups(_TAIL_READ).alias("_tail")],
+        [tail.field(f) for f in ("sender", "recipient", "proto", "helo")],
+    ]
 
 
 def _finish_stages(kind: lk.LineKind, fields_in: tuple[str, ...],
@@ -208,6 +235,9 @@ def _finish_stages(kind: lk.LineKind, fields_in: tuple[str, ...],
             pl.lit(None, dtype=pl.String).alias("object"),
         ])
         fields = [f for f in fields if f not in ("detail2", "helo", "object")]
+    if kind.text_tail:
+        stages.extend(_text_tail_stages())
+        fields = [*fields, "text", *sorted(_TAIL_FIELDS)]
     if kind.reject_text and "text" in fields:
         stages.extend(_reject_text_stages("object" in fields, rule_id_pattern))
     if kind.name == "delivery":

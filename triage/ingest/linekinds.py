@@ -95,6 +95,11 @@ class LineKind:
     pattern: str
     # Postprocessing steps the reader applies to rows of this kind.
     reject_text: bool = False  # split "text" into code / enhanced_code / object / reason
+    # The pattern reads only the fixed start of the line; the rest is the reject text up to
+    # where TAIL matches through the end of the line (the leftmost such place), then TAIL's
+    # fields. Same result as "(?P<text>.*?)(?:TAIL)?$", without a regex capture over the
+    # whole text: capture cost grows with the length captured.
+    text_tail: bool = False
     doc: str = ""
 
 
@@ -122,8 +127,8 @@ KINDS: tuple[LineKind, ...] = (
     # The from/to/proto/helo tail is missing on some postscreen lines ("too many connections").
     _k("reject", "smtpd postscreen", ACTIONS,
        rf"^{QID_OR_NOQUEUE}: (?P<action>reject|warn|hold|discard|filter|redirect|"
-       rf"reject_warning|prepend): {STAGE} from {CLIENT}: "
-       rf"(?P<text>.*?)(?:{TAIL[:-1]})?$", reject_text=True),
+       rf"reject_warning|prepend): {STAGE} from {CLIENT}: ", reject_text=True,
+       text_tail=True),
     _k("milter", "smtpd cleanup", "milter-reject milter-discard milter-hold milter-tempfail",
        rf"^{QID_OR_NOQUEUE}: milter-(?P<action>reject|discard|hold|tempfail): {STAGE} from "
        rf"{CLIENT}: (?P<text>.*?){TAIL}", reject_text=True),
