@@ -42,16 +42,21 @@ def normalise_address(addr: str | None) -> str | None:
     return f"{local}@{domain.lower().rstrip('.')}"
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_address(header_value: str | None) -> str | None:
     """The first address of a From / Reply-To style header, normalised."""
+    # Cached: senders repeat, and the stdlib's address parser is slow.
     if not header_value:
         return None
     pairs = getaddresses([header_value])
     for _, addr in pairs:
         if addr:
             return normalise_address(addr)
-    m = re.search(r"[^\s<>\"]+@[^\s<>\"]+", header_value)
+    m = _BARE_ADDRESS_RE.search(header_value)
     return normalise_address(m.group()) if m else None
+
+
+_BARE_ADDRESS_RE = re.compile(r"[^\s<>\"]+@[^\s<>\"]+")
 
 
 def address_domain(addr: str | None) -> str | None:
@@ -61,6 +66,9 @@ def address_domain(addr: str | None) -> str | None:
     return addr.rpartition("@")[2].lower().rstrip(".") or None
 
 
+_ADDRESS_LITERAL_RE = re.compile(r"[\d.]+|[0-9a-f:]+")
+
+
 @functools.lru_cache(maxsize=65536)
 def registered_domain(name: str | None) -> str | None:
     """``mail.example.co.uk`` -> ``example.co.uk``. A public suffix itself, a bare label,
@@ -68,7 +76,7 @@ def registered_domain(name: str | None) -> str | None:
     if not name:
         return None
     n = name.strip().lower().rstrip(".")
-    if not n or "." not in n or n.startswith("[") or re.fullmatch(r"[\d.]+|[0-9a-f:]+", n):
+    if not n or "." not in n or n.startswith("[") or _ADDRESS_LITERAL_RE.fullmatch(n):
         return None
     try:
         return _psl().privatesuffix(n)

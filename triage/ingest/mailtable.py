@@ -24,7 +24,13 @@ from triage.ingest.address import (
 from triage.ingest.authres import TrustedAuth, dkim_signature_domains, trusted_results
 from triage.ingest.mailbox import RawMessage, iter_messages
 from triage.ingest.message import MessageRecord, decode_header_value, read_message
-from triage.ingest.received import Received, infer_my_hostnames, parse_received, trusted_hop
+from triage.ingest.received import (
+    Received,
+    _parse_date,
+    infer_my_hostnames,
+    parse_received,
+    trusted_hop,
+)
 
 __all__ = ["MAIL_COLUMNS", "guess_my_hostnames", "mail_row", "read_mailboxes"]
 
@@ -91,97 +97,115 @@ def read_mailboxes(
         paths = [paths]
     mine = list(my_hostnames) if my_hostnames is not None else guess_my_hostnames(
         paths, subfolders=subfolders)
-    # Rows become typed frames every _CHUNK messages: a list of dicts costs several times
-    # the memory of the same data in columns.
+    # Rows (tuples in MAIL_COLUMNS order) become typed frames every _CHUNK messages: rows
+    # cost several times the memory of the same data in columns.
+    relays = tuple(trusted_relays)
     frames: list[pd.DataFrame] = []
-    rows: list[dict[str, object]] = []
+    rows: list[tuple[object, ...]] = []
     for n, raw in enumerate(iter_messages(paths, subfolders=subfolders, skip_keys=skip_keys)):
-        rows.append(mail_row(raw, read_message(raw.data, full=full), role, mine,
-                             trusted_relays))
+        rows.append(_row(raw, read_message(raw.data, full=full), role, mine, relays))
         if len(rows) == _CHUNK:
-            frames.append(mail_frame(rows))
+            frames.append(_frame(rows))
             rows = []
         if progress is not None and n % 500 == 499:
             progress(n + 1)
     if rows or not frames:
-        frames.append(mail_frame(rows))
+        frames.append(_frame(rows))
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def mail_frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
     """Rows from :func:`mail_row` -> a DataFrame with stable dtypes."""
-    df = pd.DataFrame(list(rows), columns=MAIL_COLUMNS)
-    for col in ("received_time", "date"):
-        df[col] = pd.to_datetime(df[col], utc=True, errors="coerce")
-    for col in ("trusted", "local_origin", "tls"):
-        df[col] = df[col].astype("boolean")
-    for col in ("defects", "size", "hops", "trusted_index"):
-        df[col] = df[col].astype("Int64")
-    # Text columns hold str or None (not NaN), whatever the mix of values.
-    for col in _TEXT_COLUMNS:
-        df[col] = df[col].astype(object).where(df[col].notna(), None)
-    return df
+    return _frame([tuple(row.get(c) for c in MAIL_COLUMNS) for row in rows])
 
 
-_TEXT_COLUMNS = [c for c in MAIL_COLUMNS if c not in (
-    "received_time", "date", "trusted", "local_origin", "tls", "defects", "size", "hops",
-    "trusted_index")]
+_DATETIME_COLUMNS = frozenset({"received_time", "date"})
+_BOOLEAN_COLUMNS = frozenset({"trusted", "local_origin", "tls"})
+_INT_COLUMNS = frozenset({"defects", "size", "hops", "trusted_index"})
+
+
+def _frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
+    """Row tuples -> the typed frame, one column at a time: datetimes in UTC (anything
+    unreadable NaT), nullable booleans and integers, text as str or None (never NaN)."""
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(MAIL_COLUMNS)
+    data: dict[str, object] = {}
+    for col, column in zip(MAIL_COLUMNS, values, strict=True):
+        if col in _DATETIME_COLUMNS:
+            data[col] = pd.to_datetime(pd.Series(column, dtype=object), utc=True,
+                                       errors="coerce")
+        elif col in _BOOLEAN_COLUMNS:
+            data[col] = pd.array(column, dtype="boolean")
+        elif col in _INT_COLUMNS:
+            data[col] = pd.array(column, dtype="Int64")
+        else:
+            data[col] = pd.Series(column, dtype=object)
+    return pd.DataFrame(data, columns=MAIL_COLUMNS)
 
 
 def mail_row(raw: RawMessage, rec: MessageRecord, role: str | None,
              my_hostnames: Sequence[str], trusted_relays: Sequence[str] = ()
              ) -> dict[str, object]:
     """One row of the ``mail`` table for one message."""
+    return dict(zip(MAIL_COLUMNS, _row(raw, rec, role, my_hostnames, trusted_relays),
+                    strict=True))
+
+
+def _row(raw: RawMessage, rec: MessageRecord, role: str | None,
+         my_hostnames: Sequence[str], trusted_relays: Sequence[str]) -> tuple[object, ...]:
+    """The values of :func:`mail_row`, in ``MAIL_COLUMNS`` order."""
     received = rec.positions("received")
-    hops = _LazyHops([v for _, v in received])
-    hop = trusted_hop(hops, my_hostnames, trusted_relays)
+    texts = [v for _, v in received]
+    hop = trusted_hop(_LazyHops(texts), my_hostnames, trusted_relays, texts=texts)
     auth = (trusted_results(rec.headers, received[hop.index][0], my_hostnames)
-            if hop is not None else TrustedAuth())
+            if hop is not None else _NO_AUTH)
     r = hop.received if hop is not None else None
     envelope = _envelope_sender(rec)
     from_addr = parse_address(rec.get("from"))
     msgid = _message_id(rec.get("message-id"))
-    return {
-        "path": raw.path if raw.offset is None else f"{raw.path}:{raw.offset}",
-        "role": role,
-        "message_id": msgid,
-        "received_time": r.date if r else None,
-        "host": r.by.lower() if r and r.by else None,
-        "queue_id": r.queue_id if r else None,
-        "trusted": hop is not None,
-        "client_ip": r.ip if r else None,
-        "client_name": r.rdns.lower() if r and r.rdns else None,
-        "helo": r.helo if r else None,
-        "envelope_sender": envelope,
-        "from_address": from_addr,
-        "from_domain": registered_domain(address_domain(from_addr)),
-        "sender_domain": registered_domain(address_domain(envelope)),
-        "spf_result": auth.spf_result,
-        "dkim_result": auth.dkim_result,
-        "dkim_domains": ",".join(dkim_signature_domains(rec.get_all("dkim-signature"))) or None,
-        "dmarc_result": auth.dmarc_result,
-        "subject": decode_header_value(rec.get("subject")),
-        "x_mailer": decode_header_value(rec.get("x-mailer")),
-        "list_id": _list_id(rec.get("list-id")),
-        "defects": rec.defects,
-        "key": raw.key,
-        "size": rec.size,
-        "hops": len(received),
-        "trusted_index": hop.index if hop is not None else None,
-        "local_origin": hop.internal_only if hop is not None else None,
-        "tls": r.tls if r else None,
-        "authenticated": r.authenticated if r else None,
-        "rdns_domain": registered_domain(r.rdns) if r else None,
-        "from_domain_full": address_domain(from_addr),
-        "sender_domain_full": address_domain(envelope),
-        "reply_to_domain": registered_domain(address_domain(parse_address(
-            rec.get("reply-to")))),
-        "message_id_domain": registered_domain(msgid.rpartition("@")[2] if msgid else None),
-        "dkim_pass_domains": ",".join(auth.dkim_pass_domains) or None,
-        "user_agent": decode_header_value(rec.get("user-agent")),
-        "date": _header_date(rec.get("date")),
-        "defect_kinds": ",".join(rec.defect_kinds) or None,
-    }
+    dkim = rec.get_all("dkim-signature")
+    return (
+        raw.path if raw.offset is None else f"{raw.path}:{raw.offset}",  # path
+        role,
+        msgid,  # message_id
+        r.date if r else None,  # received_time
+        r.by.lower() if r and r.by else None,  # host
+        r.queue_id if r else None,
+        hop is not None,  # trusted
+        r.ip if r else None,  # client_ip
+        r.rdns.lower() if r and r.rdns else None,  # client_name
+        r.helo if r else None,
+        envelope,  # envelope_sender
+        from_addr,  # from_address
+        registered_domain(address_domain(from_addr)),  # from_domain
+        registered_domain(address_domain(envelope)),  # sender_domain
+        auth.spf_result,
+        auth.dkim_result,
+        (",".join(dkim_signature_domains(dkim)) or None) if dkim else None,  # dkim_domains
+        auth.dmarc_result,
+        decode_header_value(rec.get("subject")),
+        decode_header_value(rec.get("x-mailer")),
+        _list_id(rec.get("list-id")),
+        rec.defects,
+        raw.key,
+        rec.size,
+        len(received),  # hops
+        hop.index if hop is not None else None,  # trusted_index
+        hop.internal_only if hop is not None else None,  # local_origin
+        r.tls if r else None,
+        r.authenticated if r else None,
+        registered_domain(r.rdns) if r else None,  # rdns_domain
+        address_domain(from_addr),  # from_domain_full
+        address_domain(envelope),  # sender_domain_full
+        registered_domain(address_domain(parse_address(rec.get("reply-to")))),
+        registered_domain(msgid.rpartition("@")[2] if msgid else None),  # message_id_domain
+        ",".join(auth.dkim_pass_domains) or None,
+        decode_header_value(rec.get("user-agent")),
+        _header_date(rec.get("date")),
+        ",".join(rec.defect_kinds) or None,
+    )
+
+
+_NO_AUTH = TrustedAuth()
 
 
 class _LazyHops(Sequence[Received | None]):
@@ -213,7 +237,7 @@ def _envelope_sender(rec: MessageRecord) -> str | None:
     """Return-Path as local delivery wrote it (the topmost one); else the mbox From_ line."""
     rp = rec.get("return-path")
     if rp is not None:
-        m = re.search(r"<([^<>]*)>", rp)
+        m = _ANGLE_ADDR_RE.search(rp)
         return normalise_address(f"<{m.group(1)}>" if m else rp.strip())
     if rec.unixfrom:
         parts = rec.unixfrom.split()
@@ -222,21 +246,23 @@ def _envelope_sender(rec: MessageRecord) -> str | None:
     return None
 
 
+_ANGLE_ADDR_RE = re.compile(r"<([^<>]*)>")
+_ANGLE_ID_RE = re.compile(r"<([^<>\s]+)>")
+
+
 def _message_id(value: str | None) -> str | None:
     if not value:
         return None
-    m = re.search(r"<([^<>\s]+)>", value)
+    m = _ANGLE_ID_RE.search(value)
     return m.group(1) if m else (value.strip() or None)
 
 
 def _list_id(value: str | None) -> str | None:
     if not value:
         return None
-    m = re.search(r"<([^<>\s]+)>", value)
+    m = _ANGLE_ID_RE.search(value)
     return m.group(1).lower() if m else decode_header_value(value)
 
 
 def _header_date(value: str | None) -> object:
-    from triage.ingest.received import _parse_date
-
     return _parse_date(value) if value else None

@@ -7,6 +7,13 @@ part (see ``tests/bench/mail_bench.py``). So every message goes through the stdl
 messages that are broken (a MIME or header defect) or explicitly asked for (``full=True``) are
 handed to mail-parser, whose defect categories then name what is wrong.
 
+Most messages need not even the stdlib parser: when the header block is plain ASCII fields
+(``Name: value`` and continuation lines, ended by a blank line) and the message is not
+``multipart/*`` or ``message/*``, the stdlib finds no defect and its compat32 headers are the
+fields' text, so the block is split with one regular expression (``_simple_headers``) and the
+body is never looked at. Anything else (8-bit bytes, a line that is not a field, a MIME
+structure to check) goes through the stdlib as before, so both paths give the same record.
+
 Never raises on message content: broken MIME, 8-bit junk in headers, missing or huge headers
 are counted as defects.
 """
@@ -41,32 +48,51 @@ _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 
 @dataclass(slots=True)
 class MessageRecord:
-    """The headers of one message (in order, top first) and what was wrong with it."""
+    """The headers of one message (in order, top first) and what was wrong with it.
+
+    Lookups by name use an index built on the first one: change ``headers`` before that,
+    not after.
+    """
 
     headers: list[tuple[str, str]]
     size: int
     unixfrom: str | None = None
     defect_kinds: list[str] = field(default_factory=list)
+    _index: dict[str, list[int]] | None = field(default=None, init=False, repr=False,
+                                                compare=False)
 
     @property
     def defects(self) -> int:
         """Number of defects found (header and MIME)."""
         return len(self.defect_kinds)
 
+    def _positions(self, low: str) -> list[int]:
+        index = self._index
+        if index is None:
+            index = {}
+            for i, (n, _) in enumerate(self.headers):
+                key = n.lower()
+                if key in index:
+                    index[key].append(i)
+                else:
+                    index[key] = [i]
+            self._index = index
+        return index.get(low, [])
+
     def get(self, name: str) -> str | None:
         """The first header called ``name`` (case-insensitive), or None."""
-        low = name.lower()
-        return next((v for n, v in self.headers if n.lower() == low), None)
+        found = self._positions(name.lower())
+        return self.headers[found[0]][1] if found else None
 
     def get_all(self, name: str) -> list[str]:
         """All headers called ``name``, top first."""
-        low = name.lower()
-        return [v for n, v in self.headers if n.lower() == low]
+        headers = self.headers
+        return [headers[i][1] for i in self._positions(name.lower())]
 
     def positions(self, name: str) -> list[tuple[int, str]]:
         """(index among all headers, value) for each header called ``name``."""
-        low = name.lower()
-        return [(i, v) for i, (n, v) in enumerate(self.headers) if n.lower() == low]
+        headers = self.headers
+        return [(i, headers[i][1]) for i in self._positions(name.lower())]
 
 
 def _split_unixfrom(data: bytes) -> tuple[bytes, str | None]:
@@ -79,8 +105,9 @@ def _split_unixfrom(data: bytes) -> tuple[bytes, str | None]:
     return data[end + 1 :], data[:end].decode("latin-1").strip()
 
 
-def _header_defects(data: bytes) -> list[str]:
-    """Defects the stdlib does not report: 8-bit bytes and over-long lines in the header."""
+def _header_defects(data: bytes) -> tuple[bytes, list[str]]:
+    """The header block (up to the first blank line, or all of ``data``) and the defects the
+    stdlib does not report: 8-bit bytes and over-long lines in it."""
     end = data.find(b"\n\n")
     end2 = data.find(b"\r\n\r\n")
     if end < 0 or (0 <= end2 < end):
@@ -93,7 +120,47 @@ def _header_defects(data: bytes) -> list[str]:
         kinds.append("HeaderLineTooLong")
     if end < 0 and data:
         kinds.append("NoHeaderBodySeparator")
-    return kinds
+    return head, kinds
+
+
+# One header field as the stdlib's feed parser reads it: a name of printable characters
+# other than ":" (its headerRE), the colon, the rest of the line and any continuation lines
+# (starting with space or tab), each ended by CRLF, CR or LF like its line splitting.
+_FIELD = r"([\041-\071\073-\176]+):([^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*)(?:\r\n|\r|\n|\Z)"
+_FIELD_RE = re.compile(_FIELD)
+_FIELDS_RE = re.compile(f"(?:{_FIELD})*")
+
+
+def _simple_headers(head: bytes) -> list[tuple[str, str]] | None:
+    """The headers of an ASCII header block that the stdlib would parse without a defect
+    and whose body it would not look into; None when the stdlib has to decide.
+
+    ``head`` runs up to the first blank line (LF LF or CRLF CRLF), or earlier when a CR
+    alone ends a line: the stdlib's blank line is then the first of these that follows only
+    fields. A compat32 value is the text after the colon with leading blanks removed and the
+    line breaks of continuation lines kept (``Compat32.header_source_parse``).
+    """
+    text = head.decode("ascii")
+    end = _FIELDS_RE.match(text).end()  # type: ignore[union-attr]  # matches at least ""
+    if end == 0 or (end < len(text) and text[end] not in "\r\n"):
+        # No field first (a continuation, a bare colon, an mbox "From " line, junk), or a
+        # line that is neither a field nor blank: the stdlib records a defect.
+        return None
+    headers = [(n, v.lstrip(" \t").rstrip("\r\n")) for n, v in _FIELD_RE.findall(text, 0, end)]
+    if _mime_container(headers):
+        return None
+    return headers
+
+
+def _mime_container(headers: list[tuple[str, str]]) -> bool:
+    """Whether the stdlib parses the body as MIME parts or an enclosed message: the first
+    Content-Type's type, as ``Message.get_content_maintype`` reads it, is multipart or
+    message (a value without exactly one "/" counts as text/plain)."""
+    for name, value in headers:
+        if name.lower() == "content-type":
+            ctype = value.partition(";")[0].strip().lower()
+            return ctype.count("/") == 1 and ctype.split("/")[0] in ("multipart", "message")
+    return False
 
 
 def _stdlib_defects(msg: Message) -> list[str]:
@@ -120,7 +187,11 @@ def read_message(data: bytes, *, full: bool = False) -> MessageRecord:
     ('café', 0)
     """
     body, unixfrom = _split_unixfrom(data)
-    kinds = _header_defects(body)
+    head, kinds = _header_defects(body)
+    if not kinds and not full and len(body) <= _FULL_PARSE_LIMIT:
+        headers = _simple_headers(head)
+        if headers is not None:
+            return MessageRecord(headers=headers, size=len(data), unixfrom=unixfrom)
     try:
         if len(body) <= _FULL_PARSE_LIMIT:
             msg = _PARSER.parsebytes(body)
@@ -169,4 +240,7 @@ def decode_header_value(value: str | None) -> str | None:
             text = str(make_header(decode_header(value)))
         except (LookupError, ValueError, UnicodeError, AssertionError):
             text = value
-    return re.sub(r"\s*\r?\n\s*", " ", text).strip()
+    return _LINE_BREAK_RE.sub(" ", text).strip()
+
+
+_LINE_BREAK_RE = re.compile(r"\s*\r?\n\s*")

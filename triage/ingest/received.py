@@ -26,12 +26,14 @@ the IP or the receiving host.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
 __all__ = [
     "Received",
@@ -71,8 +73,7 @@ class Received:
         return {f: getattr(self, f) for f in self.__slots__}
 
 
-@dataclass(frozen=True, slots=True)
-class _Tok:
+class _Tok(NamedTuple):
     kind: str  # "word" or "comment" (comment text excludes the outer parentheses)
     text: str
     start: int
@@ -96,6 +97,7 @@ _AUTH_RE = re.compile(r"^Authenticated sender:\s*(?P<who>.+)$", re.I | re.S)
 _TLS_RE = re.compile(r"^using\s+(?:TLS|SSL)", re.I)
 
 
+@functools.lru_cache(maxsize=8192)
 def _ip(text: str) -> str | None:
     """The canonical form of an IP address, or None if ``text`` is not one."""
     if text.lower().startswith("ipv6:"):
@@ -106,14 +108,15 @@ def _ip(text: str) -> str | None:
         return None
 
 
+_ANGLE_RE = re.compile(r"<[^<>]*>")
+
+
 def _mask_angles(text: str) -> str:
     """``text`` with the inside of each ``<...>`` replaced, so that a quoted recipient such as
     ``<"x) by y (z"@example.net>`` is one word without comments or keywords."""
-    chars = list(text)
-    for m in re.finditer(r"<[^<>]*>", text):
-        for i in range(m.start() + 1, m.end() - 1):
-            chars[i] = "x"
-    return "".join(chars)
+    if "<" not in text:
+        return text
+    return _ANGLE_RE.sub(lambda m: "<" + "x" * (m.end() - m.start() - 2) + ">", text)
 
 
 _PAREN_RE = re.compile(r"\\.|[()]", re.S)
@@ -158,14 +161,36 @@ def _inner_pairs(chars: list[str], literal: set[int]) -> list[tuple[int, int]]:
     return pairs
 
 
+# A comment without parentheses inside, a word, or a parenthesis outside both (nested or
+# unbalanced parentheses, for _comment_spans to sort out).
+_SIMPLE_TOKEN_RE = re.compile(r"\([^()]*\)|[^\s()]+|[()]")
+_new_tok = tuple.__new__
+
+
 def _tokens(text: str) -> list[_Tok]:
     """Words and top-level comments, with their positions."""
     masked = _mask_angles(text)
-    toks: list[_Tok] = []
+    if "\\" not in masked:
+        # Usually no comment nests and none is escaped: one pass finds the same tokens.
+        toks: list[_Tok] = []
+        for m in _SIMPLE_TOKEN_RE.finditer(masked):
+            a, b = m.span()
+            if masked[a] == "(":
+                if b - a == 1:
+                    break  # a parenthesis outside any simple comment
+                toks.append(_new_tok(_Tok, ("comment", text[a + 1 : b - 1].strip(), a, b)))
+            elif masked[a] == ")":
+                break
+            else:
+                toks.append(_new_tok(_Tok, ("word", text[a:b], a, b)))
+        else:
+            return toks
+    toks = []
     pos = 0
     for start, end in [*_comment_spans(masked), (len(text), len(text))]:
         for m in _WORD_RE.finditer(masked, pos, start):
-            toks.append(_Tok("word", text[m.start() : m.end()], m.start(), m.end()))
+            a, b = m.span()
+            toks.append(_Tok("word", text[a:b], a, b))
         if end > start:
             toks.append(_Tok("comment", text[start + 1 : end - 1].strip(), start, end))
         pos = end
@@ -178,22 +203,58 @@ def _split_date(text: str) -> tuple[str, datetime | None]:
     if not sep:
         return text, None
     when = _parse_date(tail)
-    if when is None and re.search(r"\b(?:by|from)\b", tail):
+    if when is None and _BY_FROM_RE.search(tail):
         return text, None
     return head, when
 
 
+_BY_FROM_RE = re.compile(r"\b(?:by|from)\b")
+_TRAILING_COMMENT_RE = re.compile(r"\([^()]*\)\s*$")
+# The usual shape, "[Day, ]DD Mon YYYY HH:MM[:SS] +HHMM", read without the stdlib's general
+# parser; every other text goes to parsedate_to_datetime.
+_RFC5322_DATE_RE = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),[ \t]+)?([0-9]{1,2})[ \t]+([A-Za-z]{3,9})[ \t]+"
+    r"([0-9]{4})[ \t]+([0-9]{1,2}):([0-9]{1,2})(?::([0-9]{1,2}))?[ \t]+([+-])([0-9]{4})")
+_MONTHS = {m: i % 12 + 1 for i, m in enumerate(
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+     "january", "february", "march", "april", "may", "june", "july", "august", "september",
+     "october", "november", "december"])}
+
+
 def _parse_date(text: str) -> datetime | None:
-    text = re.sub(r"\([^()]*\)\s*$", "", text.strip()).strip()
+    text = _TRAILING_COMMENT_RE.sub("", text.strip()).strip()
     if not text:
         return None
     try:
-        when = parsedate_to_datetime(text)
+        when = _fast_date(text) or parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000": UTC with unknown local zone (RFC 5322 3.3)
         when = when.replace(tzinfo=UTC)
     return when
+
+
+def _fast_date(text: str) -> datetime | None:
+    """``parsedate_to_datetime(text)`` for the usual shape (the same values, the same
+    errors); None for any other text. As in the stdlib, a year below 100 is moved into
+    1969-2068 and ``-0000`` gives a naive datetime."""
+    m = _RFC5322_DATE_RE.fullmatch(text)
+    if m is None:
+        return None
+    day, month, year, hour, minute, second, sign, zone = m.groups()
+    mon = _MONTHS.get(month.lower())
+    if mon is None:
+        return None
+    yy = int(year)
+    if yy < 100:
+        yy += 1900 if yy > 68 else 2000
+    when = (yy, mon, int(day), int(hour), int(minute), int(second or 0))
+    offset = int(zone)
+    if offset == 0 and sign == "-":
+        return datetime(*when)
+    seconds = (offset // 100) * 3600 + (offset % 100) * 60
+    return datetime(*when, tzinfo=timezone(timedelta(seconds=-seconds if sign == "-" else
+                                                               seconds)))
 
 
 def parse_received(value: str) -> Received | None:
@@ -210,7 +271,7 @@ def parse_received(value: str) -> Received | None:
     """
     if not isinstance(value, str):
         return None
-    text = re.sub(r"\s+", " ", value[:_MAX_LEN]).strip()
+    text = _SPACES_RE.sub(" ", value[:_MAX_LEN]).strip()
     clauses, when = _split_date(text)
     toks = _tokens(clauses)
     by_i = _last_word(toks, "by")
@@ -227,6 +288,9 @@ def parse_received(value: str) -> Received | None:
         software=fields.get("software"), tls=tls or _tls_protocol(fields.get("with")),
         authenticated=auth,
     )
+
+
+_SPACES_RE = re.compile(r"\s+")
 
 
 def _last_word(toks: Sequence[_Tok], word: str) -> int | None:
@@ -377,6 +441,12 @@ def host_matches(name: str | None, patterns: Iterable[str]) -> bool:
     """
     if not name:
         return False
+    return _host_matches(name, tuple(patterns))
+
+
+@functools.lru_cache(maxsize=16384)
+def _host_matches(name: str, patterns: tuple[str, ...]) -> bool:
+    # Host names and pattern lists repeat from message to message.
     name = name.lower().rstrip(".")
     return any(fnmatch.fnmatchcase(name, p.lower().rstrip(".")) for p in patterns)
 
@@ -419,6 +489,8 @@ def trusted_hop(
     hops: Sequence[Received | None],
     my_hostnames: Sequence[str],
     trusted_relays: Sequence[str] = (),
+    *,
+    texts: Sequence[str] | None = None,
 ) -> TrustedHop | None:
     """Find the hop whose client data can be trusted.
 
@@ -427,11 +499,24 @@ def trusted_hop(
     one of our hosts) or a trusted relay and the next hop down was written by us or by that
     relay; the hop where that stops is the trusted one. Headers above the topmost of ours are
     ignored (added after delivery); headers below the trusted hop were written by the sender.
+
+    ``texts``, the header values ``hops`` were parsed from (same order), let the walk skip
+    headers whose text cannot hold the ``by`` host it looks for, without parsing them when
+    ``hops`` parses lazily: one of our host names above the topmost of ours, and one of ours,
+    a relay, localhost or the client's name right below an internal hop.
     """
     # Index access only: ``hops`` may parse lazily (see mailtable), and the walk rarely
     # needs more than the top few headers.
-    start = next((i for i in range(len(hops))
-                  if (h := hops[i]) is not None and host_matches(h.by, my_hostnames)), None)
+    mine = tuple(my_hostnames)
+    ours: Callable[[str], bool] = _anything
+    chain: Callable[[str], bool] = _anything
+    if texts is None:
+        texts = [""] * len(hops)  # unknown: any header may name any host
+    else:
+        ours = _may_name(mine)
+        chain = _may_name((*mine, *trusted_relays, *_LOCALHOST))
+    start = next((i for i in range(len(hops)) if ours(texts[i])
+                  and (h := hops[i]) is not None and host_matches(h.by, mine)), None)
     if start is None:
         return None
     i = start
@@ -442,6 +527,10 @@ def trusted_hop(
         relay = not internal and _relay_matches(current, trusted_relays)
         if not (internal or relay):
             return TrustedHop(i, current)
+        if (internal and i + 1 < len(hops) and not chain(texts[i + 1])
+                and not _may_hold(current.rdns, texts[i + 1])):
+            # Whatever the header below says, one of ours did not write it.
+            return TrustedHop(i, current, internal_only=internal)
         below = hops[i + 1] if i + 1 < len(hops) else None
         # A configured relay's own Received header is the one right below our hop: trusting
         # the relay (by its address, which our MX recorded) is trusting what it wrote, under
@@ -453,6 +542,48 @@ def trusted_hop(
         current = below
 
 
+@functools.lru_cache(maxsize=64)
+def _may_name(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """A quick test of a Received header's text, false only when none of its words can be a
+    ``by`` host matching one of ``patterns`` the way ``host_matches`` does. The host is a
+    word (ended by white space, a comment's parenthesis, the ";" before the date or the end
+    of the text) less the ";" and "," around it, lower-cased, without trailing dots; fnmatch's
+    own regular expression for the pattern matches all of it. Text that is not ASCII is not
+    screened (its lower case can depend on context)."""
+    alternatives = []
+    for p in patterns:
+        rx = fnmatch.translate(p.lower().rstrip("."))
+        if not rx.endswith("\\Z"):
+            return _anything
+        alternatives.append(rx[:-2])
+    if not alternatives:
+        return _nothing
+    word = re.compile(r"(?:^|[\s();,])(?:" + "|".join(alternatives) + r")\.*(?=[\s();,]|$)")
+
+    def maybe(text: str) -> bool:
+        text = text[:_MAX_LEN]
+        return not text.isascii() or word.search(text.lower()) is not None
+
+    return maybe
+
+
+def _may_hold(name: str | None, text: str) -> bool:
+    """Whether ``text`` (a Received header, as ``_may_name`` screens it) may have ``name``
+    as its ``by`` host, compared case-insensitively."""
+    return bool(name) and name.lower() in text[:_MAX_LEN].lower()  # type: ignore[union-attr]
+
+
+def _anything(text: str) -> bool:
+    return True
+
+
+def _nothing(text: str) -> bool:
+    return False
+
+
+_LOCALHOST = ("localhost", "localhost.localdomain")
+
+
 def _written_by_us_or_relay(
     below: Received, above: Received, my_hostnames: Sequence[str], relays: Sequence[str]
 ) -> bool:
@@ -461,7 +592,7 @@ def _written_by_us_or_relay(
     ``localhost``)."""
     if host_matches(below.by, my_hostnames) or host_matches(below.by, relays):
         return True
-    if below.by and below.by.lower() in {"localhost", "localhost.localdomain"}:
+    if below.by and below.by.lower() in _LOCALHOST:
         return True
     return bool(above.rdns and below.by and above.rdns.lower() == below.by.lower())
 
