@@ -132,3 +132,14 @@ def test_evaluate_takes_several_paths_after_one_flag() -> None:
     total = json.loads(one.stdout)["total"]
     assert total == json.loads(each.stdout)["total"]
     assert total["spam_test"] + total["ham_test"] + total["unplaced"] == 223 + 624
+
+
+def test_parse_all_into_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.parquet"
+    target.write_bytes(b"previous content")
+    res = _triage("parse", str(CHAIN), "--year", "2026", "--table", "all", "--format",
+                  "parquet", "--out", str(target))
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    assert "--out must be a directory" in res.stderr
+    assert target.read_bytes() == b"previous content"

@@ -56,6 +56,9 @@ def parse_command(
     if table is Table.all:
         if out is None:
             raise InputError("--table all needs --out DIR")
+        if out.exists() and not out.is_dir():
+            raise InputError("--table all writes one file per table: --out must be a "
+                             "directory", file=out)
         out.mkdir(parents=True, exist_ok=True)
         ext = "jsonl" if fmt is Format.jsonl else fmt.value
         targets: dict[str, Path | None] = {n: out / f"{n}.{ext}" for n in names}
