@@ -36,6 +36,8 @@ from triage.rulebook import load_rulebook
 from triage.store import Store
 
 if TYPE_CHECKING:  # imported where used (see the module docstring)
+    from multiprocessing.connection import Connection
+
     import pandas as pd
     import polars as pl
 
@@ -128,11 +130,17 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
     started = time.perf_counter()
     logs, folders = log_paths(cfg), mail_folders(cfg)
     store = Store(cfg.state_dir)
-    report = progress or (lambda _p: None)
+    report = _serialised(progress or (lambda _p: None))
     with store.lock(cfg.lock_wait if wait is None else wait):
         gen = store.begin()
         state = gen.base
         result = ScanResult(generation=gen.number, committed=False)
+        seen = store.seen(state)
+        # Folders with something unread (a directory listing each, not a parse).
+        todo = [(role, folder) for role, folder in folders
+                if next(iter_messages([folder], skip_keys=seen.setdefault(
+                    str(folder.resolve()), set())), None) is not None]
+        background: FolderReader | None = None
         if unchanged(logs, state.cursors):
             # the files and their sizes are the ones last read: nothing to parse
             inputs = plan_reads(logs, state.cursors)
@@ -143,19 +151,32 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
         else:
             opts = _read_options(cfg)
             inputs = plan_reads(logs, state.cursors, opts)
-            hosts = _read_logs(inputs, opts, gen.add, report, result)
-        seen = store.seen(state)
+            if todo and cfg.my_hostnames and not _SEQUENTIAL:
+                # The folders need our host names only: with them in the config, they are
+                # read by a second process while this one parses the log (the mail parser
+                # is Python, the log reader polars: on two cores they overlap).
+                background = FolderReader(
+                    [(role, folder, seen[str(folder.resolve())]) for role, folder in todo],
+                    list(cfg.my_hostnames), cfg.trusted_relays, report)
+            try:
+                hosts = _read_logs(inputs, opts, gen.add, report, result)
+            except BaseException:
+                if background is not None:
+                    background.stop()
+                raise
         names: list[str] | None = None  # our host names, found when a folder has new mail
+        done = background.results() if background is not None else {}
         for role, folder in folders:
             key = str(folder.resolve())
             keys = seen.setdefault(key, set())
-            # Looking for one unseen message costs a directory listing, not a parse.
-            if next(iter_messages([folder], skip_keys=keys), None) is None:
+            if (role, folder) not in todo:
                 result.mail[str(folder)] = 0
                 continue
-            if names is None:
-                names = _my_hostnames(cfg, hosts, store)
-            new = _read_folder(folder, role, names, cfg, keys, report)
+            new = done.get(key)
+            if new is None:
+                if names is None:
+                    names = _my_hostnames(cfg, hosts, store)
+                new = _read_folder(folder, role, names, cfg, keys, report)
             result.mail[str(folder)] = len(new)
             if len(new):
                 keys.update(new["key"].astype(str))
@@ -270,6 +291,107 @@ def _read_folder(folder: Path, role: str, names: list[str], cfg: Config, seen: s
                         progress=on_messages)
     report(ScanProgress(label, "messages", len(df), finished=True))
     return df
+
+
+def _serialised(report: Progress) -> Progress:
+    """``report`` behind a lock: folder progress may come from FolderReader's thread."""
+    import threading
+
+    lock = threading.Lock()
+
+    def locked(ev: ScanProgress) -> None:
+        with lock:
+            report(ev)
+
+    return locked
+
+
+# TRIAGE_SCAN_SEQUENTIAL=1 reads the folders after the logs, in this process.
+_SEQUENTIAL = os.environ.get("TRIAGE_SCAN_SEQUENTIAL", "") not in ("", "0")
+
+
+class FolderReader:
+    """Read mail folders in a child process while the caller parses the logs.
+
+    The child is started with ``spawn`` (the parent's polars thread pool must not be forked)
+    and only reads the folders: killing either process at any point loses nothing. Its
+    progress comes back over a pipe to a thread here, which hands it to ``report``. If the
+    child fails, :meth:`results` leaves the failed folders out and the caller reads them
+    itself, so an error is raised the same way as without the child.
+    """
+
+    def __init__(self, jobs: list[tuple[str, Path, set[str]]], names: list[str],
+                 trusted_relays: Sequence[str], report: Progress):
+        import multiprocessing
+        import threading
+
+        ctx = multiprocessing.get_context("spawn")
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_folder_worker, name="triage-folders", daemon=True,
+                                 args=(send, [(r, str(f), k) for r, f, k in jobs], names,
+                                       tuple(trusted_relays)))
+        self._proc.start()
+        send.close()
+        self._report = report
+        self._frames: dict[str, pd.DataFrame] = {}
+        self._thread = threading.Thread(target=self._listen, name="triage-folders",
+                                        daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                kind, *args = self._recv.recv()
+            except (EOFError, OSError):
+                return
+            if kind == "progress":
+                self._report(ScanProgress(*args))
+            elif kind == "frame":
+                self._frames[args[0]] = args[1]
+            elif kind == "end":
+                return
+
+    def results(self) -> dict[str, pd.DataFrame]:
+        """The new messages per folder (resolved path), once the child is done."""
+        self._thread.join()
+        self._proc.join()
+        self._recv.close()
+        return self._frames
+
+    def stop(self) -> None:
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join()
+        self._recv.close()
+
+
+def _folder_worker(conn: Connection, jobs: list[tuple[str, str, set[str]]], names: list[str],
+                   trusted_relays: tuple[str, ...]) -> None:
+    """The child of FolderReader: read each folder, send progress and the frames."""
+    import signal
+
+    from triage.ingest.mailtable import read_mailboxes
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it on Ctrl-C
+    try:
+        for role, folder, keys in jobs:
+            path = Path(folder)
+            label = f"{path.parent.name}/{path.name}"
+
+            def on_messages(n: int, label: str = label) -> None:
+                conn.send(("progress", label, "messages", n))
+
+            try:
+                df = read_mailboxes([path], role=role, my_hostnames=names or None,
+                                    trusted_relays=trusted_relays, skip_keys=keys,
+                                    progress=on_messages)
+            except Exception:  # the parent reads this folder itself, and reports why
+                continue
+            conn.send(("progress", label, "messages", len(df), None, None, True))
+            conn.send(("frame", str(path.resolve()), df))
+        conn.send(("end",))
+    except (BrokenPipeError, OSError):
+        pass  # the parent is gone: nothing to report to
 
 
 def _to_polars(df: pd.DataFrame) -> pl.DataFrame:
