@@ -121,18 +121,30 @@ def _maildir(root: Path, subfolders: bool, skip: frozenset[str] | set[str]
             d = folder / sub
             if not d.is_dir():
                 continue
-            for name in sorted(os.listdir(d)):
-                if name.startswith("."):
-                    continue
+            # Plain strings and directory entries: a Path and a stat per message cost more
+            # than reading a small message.
+            with os.scandir(d) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")),
+                                 key=lambda e: e.name)
+            for entry in entries:
+                name = entry.name
                 key = f"maildir:{base}:{name.split(':2,', 1)[0].split('!2,', 1)[0]}"
-                f = d / name
-                if key in skip or not f.is_file():
+                if key in skip or not _is_file(entry):
                     continue
                 try:
-                    data = _read(f)
-                except InputError:
+                    with open(entry.path, "rb") as fh:
+                        data = fh.read()
+                except OSError:
                     continue  # moved by a client (new/ -> cur/) while we were reading
-                yield RawMessage(str(f), key, data)
+                yield RawMessage(entry.path, key, data)
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """``Path.is_file`` for a directory entry (following symbolic links)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _directory(root: Path, recursive: bool, skip: frozenset[str] | set[str]

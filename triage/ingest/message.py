@@ -8,11 +8,12 @@ messages that are broken (a MIME or header defect) or explicitly asked for (``fu
 handed to mail-parser, whose defect categories then name what is wrong.
 
 Most messages need not even the stdlib parser: when the header block is plain ASCII fields
-(``Name: value`` and continuation lines, ended by a blank line) and the message is not
-``multipart/*`` or ``message/*``, the stdlib finds no defect and its compat32 headers are the
-fields' text, so the block is split with one regular expression (``_simple_headers``) and the
-body is never looked at. Anything else (8-bit bytes, a line that is not a field, a MIME
-structure to check) goes through the stdlib as before, so both paths give the same record.
+(``Name: value`` and continuation lines, ended by a blank line), the stdlib finds no defect
+in it and its compat32 headers are the fields' text, so the block is split with regular
+expressions (``_simple_headers``). The body then matters only for a multipart message, whose
+structure ``mimecheck.clean_multipart`` checks the way the stdlib would. Anything else (8-bit
+bytes in the header, a line that is not a field, an enclosed message, a multipart the check
+does not vouch for) goes through the stdlib as before, so both paths give the same record.
 
 Never raises on message content: broken MIME, 8-bit junk in headers, missing or huge headers
 are counted as defects.
@@ -29,6 +30,8 @@ from email.header import decode_header, make_header
 from email.message import Message
 
 import mailparser
+
+from triage.ingest.mimecheck import clean_multipart, content_type
 
 __all__ = ["MessageRecord", "decode_header_value", "read_message"]
 
@@ -58,31 +61,38 @@ class MessageRecord:
     size: int
     unixfrom: str | None = None
     defect_kinds: list[str] = field(default_factory=list)
-    _index: dict[str, list[int]] | None = field(default=None, init=False, repr=False,
-                                                compare=False)
+    _names: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _first: dict[str, int] = field(default_factory=dict, init=False, repr=False,
+                                   compare=False)
 
     @property
     def defects(self) -> int:
         """Number of defects found (header and MIME)."""
         return len(self.defect_kinds)
 
+    def _index(self) -> list[str]:
+        """The lower-case names (and ``_first``, each name's first position)."""
+        names = self._names
+        if names is None:
+            names = self._names = [n.lower() for n, _ in self.headers]
+            # Built backwards, so that the first position of a name is the one kept.
+            self._first = dict(zip(reversed(names), range(len(names) - 1, -1, -1),
+                                   strict=True))
+        return names
+
     def _positions(self, low: str) -> list[int]:
-        index = self._index
-        if index is None:
-            index = {}
-            for i, (n, _) in enumerate(self.headers):
-                key = n.lower()
-                if key in index:
-                    index[key].append(i)
-                else:
-                    index[key] = [i]
-            self._index = index
-        return index.get(low, [])
+        names = self._index()
+        if low not in self._first:
+            return []
+        if names.count(low) == 1:
+            return [self._first[low]]
+        return [i for i, n in enumerate(names) if n == low]
 
     def get(self, name: str) -> str | None:
         """The first header called ``name`` (case-insensitive), or None."""
-        found = self._positions(name.lower())
-        return self.headers[found[0]][1] if found else None
+        self._index()
+        i = self._first.get(name.lower())
+        return None if i is None else self.headers[i][1]
 
     def get_all(self, name: str) -> list[str]:
         """All headers called ``name``, top first."""
@@ -131,36 +141,64 @@ _FIELD_RE = re.compile(_FIELD)
 _FIELDS_RE = re.compile(f"(?:{_FIELD})*")
 
 
-def _simple_headers(head: bytes) -> list[tuple[str, str]] | None:
-    """The headers of an ASCII header block that the stdlib would parse without a defect
-    and whose body it would not look into; None when the stdlib has to decide.
+def _simple_headers(head: bytes) -> tuple[list[tuple[str, str]], int] | None:
+    """The headers of an ASCII header block that the stdlib would parse without a defect,
+    and where they end; None when the stdlib has to decide.
 
-    ``head`` runs up to the first blank line (LF LF or CRLF CRLF), or earlier when a CR
-    alone ends a line: the stdlib's blank line is then the first of these that follows only
-    fields. A compat32 value is the text after the colon with leading blanks removed and the
-    line breaks of continuation lines kept (``Compat32.header_source_parse``).
+    ``head`` runs up to the first blank line (LF LF or CRLF CRLF), or beyond the stdlib's
+    blank line when a CR alone ends a line: that is then the first of these that follows
+    only fields. A compat32 value is the text after the colon with leading blanks removed
+    and the line breaks of continuation lines kept (``Compat32.header_source_parse``).
     """
     text = head.decode("ascii")
-    end = _FIELDS_RE.match(text).end()  # type: ignore[union-attr]  # matches at least ""
+    if "\r" not in text:
+        # LF line ends only, so no blank line before the end of ``head``: every line must
+        # start a field or continue one (else: a continuation first, a bare colon, an mbox
+        # "From " line, junk, which the stdlib records as a defect).
+        if not _LF_FIRST_RE.match(text) or _LF_OTHER_LINE_RE.search(text):
+            return None
+        return _LF_FIELD_RE.findall(text), len(text)
+    end = _FIELDS_RE.match(text).end()  # type: ignore[union-attr]  # matches ""
     if end == 0 or (end < len(text) and text[end] not in "\r\n"):
-        # No field first (a continuation, a bare colon, an mbox "From " line, junk), or a
-        # line that is neither a field nor blank: the stdlib records a defect.
+        return None  # as above, or a line that is neither a field nor blank
+    return [(n, v.lstrip(" \t").rstrip("\r\n"))
+            for n, v in _FIELD_RE.findall(text, 0, end)], end
+
+
+# The same for text without CR: a field's name and its value less the leading blanks.
+_LF_FIRST_RE = re.compile(r"[\041-\071\073-\176]+:")
+_LF_OTHER_LINE_RE = re.compile(r"\n(?![ \t]|[\041-\071\073-\176]+:)")
+_LF_FIELD_RE = re.compile(r"^([\041-\071\073-\176]+):[ \t]*(.*(?:\n[ \t].*)*)", re.M)
+# A line (ended by CRLF, CR or LF, as the stdlib splits them) that holds only its end.
+_BLANK_LINE_RE = re.compile(rb"(?:\A|(?<=\n)|(?<=\r)(?!\n))[\r\n]")
+
+
+def _body_text(body: bytes, fields_end: int) -> str | None:
+    """The text after the blank line that follows the header fields, decoded as the stdlib
+    decodes it (ASCII, 8-bit bytes as surrogate escapes)."""
+    m = _BLANK_LINE_RE.search(body, fields_end)
+    if m is None:
         return None
-    headers = [(n, v.lstrip(" \t").rstrip("\r\n")) for n, v in _FIELD_RE.findall(text, 0, end)]
-    if _mime_container(headers):
+    start = m.start() + (2 if body[m.start() : m.start() + 2] == b"\r\n" else 1)
+    return body[start:].decode("ascii", "surrogateescape")
+
+
+def _simple_record(body: bytes, head: bytes) -> list[tuple[str, str]] | None:
+    """The headers of a message the stdlib would find no defect in, when that is known
+    without the stdlib: plain fields, and a body that is not an enclosed message and is
+    either not multipart or a multipart that ``mimecheck`` finds sound."""
+    simple = _simple_headers(head)
+    if simple is None:
         return None
+    headers, fields_end = simple
+    maintype = content_type(headers).partition("/")[0]
+    if maintype == "message":
+        return None
+    if maintype == "multipart":
+        text = _body_text(body, fields_end)
+        if text is None or not clean_multipart(headers, text):
+            return None
     return headers
-
-
-def _mime_container(headers: list[tuple[str, str]]) -> bool:
-    """Whether the stdlib parses the body as MIME parts or an enclosed message: the first
-    Content-Type's type, as ``Message.get_content_maintype`` reads it, is multipart or
-    message (a value without exactly one "/" counts as text/plain)."""
-    for name, value in headers:
-        if name.lower() == "content-type":
-            ctype = value.partition(";")[0].strip().lower()
-            return ctype.count("/") == 1 and ctype.split("/")[0] in ("multipart", "message")
-    return False
 
 
 def _stdlib_defects(msg: Message) -> list[str]:
@@ -189,7 +227,7 @@ def read_message(data: bytes, *, full: bool = False) -> MessageRecord:
     body, unixfrom = _split_unixfrom(data)
     head, kinds = _header_defects(body)
     if not kinds and not full and len(body) <= _FULL_PARSE_LIMIT:
-        headers = _simple_headers(head)
+        headers = _simple_record(body, head)
         if headers is not None:
             return MessageRecord(headers=headers, size=len(data), unixfrom=unixfrom)
     try:

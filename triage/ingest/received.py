@@ -222,7 +222,9 @@ _MONTHS = {m: i % 12 + 1 for i, m in enumerate(
 
 
 def _parse_date(text: str) -> datetime | None:
-    text = _TRAILING_COMMENT_RE.sub("", text.strip()).strip()
+    text = text.strip()
+    if text.endswith(")"):
+        text = _TRAILING_COMMENT_RE.sub("", text).strip()
     if not text:
         return None
     try:
@@ -253,8 +255,12 @@ def _fast_date(text: str) -> datetime | None:
     if offset == 0 and sign == "-":
         return datetime(*when)
     seconds = (offset // 100) * 3600 + (offset % 100) * 60
-    return datetime(*when, tzinfo=timezone(timedelta(seconds=-seconds if sign == "-" else
-                                                               seconds)))
+    return datetime(*when, tzinfo=_zone(-seconds if sign == "-" else seconds))
+
+
+@functools.lru_cache(maxsize=256)
+def _zone(seconds: int) -> timezone:
+    return timezone(timedelta(seconds=seconds))
 
 
 def parse_received(value: str) -> Received | None:
@@ -271,7 +277,7 @@ def parse_received(value: str) -> Received | None:
     """
     if not isinstance(value, str):
         return None
-    text = _SPACES_RE.sub(" ", value[:_MAX_LEN]).strip()
+    text = " ".join(value[:_MAX_LEN].split())  # white space runs as one space, stripped
     clauses, when = _split_date(text)
     toks = _tokens(clauses)
     by_i = _last_word(toks, "by")
@@ -288,9 +294,6 @@ def parse_received(value: str) -> Received | None:
         software=fields.get("software"), tls=tls or _tls_protocol(fields.get("with")),
         authenticated=auth,
     )
-
-
-_SPACES_RE = re.compile(r"\s+")
 
 
 def _last_word(toks: Sequence[_Tok], word: str) -> int | None:
@@ -348,13 +351,17 @@ def _read_from(
     """(helo, rdns, ip, tls, authenticated sender) from the ``from`` clause tokens."""
     if not toks:
         return None, None, None, False, None
-    tls = any(t.kind == "comment" and _TLS_RE.match(t.text) for t in toks)
-    auth = next((m.group("who").strip() for t in toks if t.kind == "comment"
-                 for m in [_AUTH_RE.match(t.text)] if m), None)
-    software = by.get("comments", "") + " " + by.get("with", "")
-    exim = "exim" in software.lower()
-    qmail = "qmail" in software.lower() or any(
-        t.kind == "comment" and _QMAIL_HELO_RE.match(t.text) for t in toks)
+    tls = qmail_helo = False
+    auth = None
+    for t in toks:
+        if t.kind == "comment":
+            tls = tls or _TLS_RE.match(t.text) is not None
+            if auth is None and (m := _AUTH_RE.match(t.text)):
+                auth = m.group("who").strip()
+            qmail_helo = qmail_helo or _QMAIL_HELO_RE.match(t.text) is not None
+    software = (by.get("comments", "") + " " + by.get("with", "")).lower()
+    exim = "exim" in software
+    qmail = "qmail" in software or qmail_helo
     first = toks[0].start
     for tok in reversed(toks):
         if tok.kind != "comment" or tok is toks[0]:
@@ -455,15 +462,26 @@ def _relay_matches(hop: Received, relays: Sequence[str]) -> bool:
     """A trusted relay is given as a host name / glob (matched against the verified rDNS)
     or as an IP network."""
     for entry in relays:
-        try:
-            net = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
+        net = _network(entry)
+        if net is None:
             if host_matches(hop.rdns, [entry]):
                 return True
             continue
-        if hop.ip and ipaddress.ip_address(hop.ip) in net:
+        if hop.ip and _address(hop.ip) in net:
             return True
     return False
+
+
+@functools.lru_cache(maxsize=256)
+def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return None
+
+
+# Parsed once per distinct address (``Received.ip`` is canonical, so it always parses).
+_address = functools.lru_cache(maxsize=8192)(ipaddress.ip_address)
 
 
 _RETRIEVAL = frozenset({"POP3", "POP", "IMAP", "IMAP4", "IMAPS", "POP3S", "ODMR", "ETRN"})
@@ -477,8 +495,7 @@ def _internal(hop: Received, my_hostnames: Sequence[str]) -> bool:
         # provider's MX, which the walk follows only if it is in my_hostnames or a relay.
         return True
     if hop.ip is not None:
-        addr = ipaddress.ip_address(hop.ip)
-        if addr.is_loopback:
+        if _address(hop.ip).is_loopback:
             return True
     elif hop.rdns is None and hop.helo is None:
         return True  # "from userid@localhost" style local pickup
