@@ -80,14 +80,13 @@ class TableWriter:
         self.rows += frame.height
         if self.fmt == "parquet":
             if self._pq is None:
+                import pyarrow as pa
                 import pyarrow.parquet as pq
 
                 # zstd level 1 and dictionaries only for the low-cardinality columns: measured
                 # here about twice as fast as the defaults, files as small. Min/max statistics
                 # only for numbers and times (what readers filter row groups on): on text
                 # columns they cost a quarter of the writing time.
-                import pyarrow as pa
-
                 dictionary = [f.name for f in self._schema if f.name in LOW_CARDINALITY]
                 stats = [f.name for f in self._schema
                          if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)

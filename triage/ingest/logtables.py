@@ -71,11 +71,14 @@ def _merge(batch: list[Chunk]) -> Chunk:
 
 def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
                 stats: ReadStats | None = None, progress: Progress | None = None,
-                tables: Collection[str] = TABLES) -> Iterator[dict[str, pl.DataFrame]]:
+                tables: Collection[str] = TABLES,
+                events_in_line_order: bool = True) -> Iterator[dict[str, pl.DataFrame]]:
     """Yield, per batch of input, the finished rows of every table (polars frames).
 
     Lines are parsed in small blocks (bounded memory) and assembled in batches of about
     ``BATCH_EVENTS`` events: assembly has a fixed cost per call, parsing a cost per byte held.
+    With ``events_in_line_order=False`` each batch's events come kind after kind (each kind
+    in line order), which is cheaper to write as Parquet.
     """
     asm = Assembler()
     stats = stats if stats is not None else ReadStats()
@@ -86,7 +89,7 @@ def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
         out = {"sessions": t.sessions, "messages": t.messages, "deliveries": t.deliveries,
                "rejects": t.rejects, "unparsed": batch.unparsed}
         if "events" in tables:  # the wide table costs memory: only when asked for
-            out["events"] = batch.kinds.wide()
+            out["events"] = batch.kinds.wide(events_in_line_order)
         yield out
     t = asm.finish()
     yield {"sessions": t.sessions, "messages": t.messages}
