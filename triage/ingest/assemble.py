@@ -320,6 +320,12 @@ class Assembler:
         merged = _merge_sessions(pl.concat(parts, how="diagonal_relaxed"))
         last_seq = pl.col("seq") == pl.col("seq").max().over("host", "pid")
         done = pl.col("disconnect_time").is_not_null() | ~last_seq
+        span = kinds.time_range() if kinds is not None else None
+        if span is not None:
+            # No line of a session for RECENT (smtpd drops an idle client after
+            # smtpd_timeout, minutes): its disconnect was not logged (log cut, crash). Emit
+            # it now, so open sessions do not pile up over a long log.
+            done = done | (pl.col("last_time") < span[1] - RECENT)
         if final:
             done = pl.lit(True)
         closed = merged.filter(done)
