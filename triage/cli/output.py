@@ -130,6 +130,57 @@ class TableWriter:
         self._stack.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
 
 
+class WriterThread:
+    """Run ``TableWriter.write`` calls on a thread of their own, in order.
+
+    Encoding Parquet (pyarrow) releases the GIL, so writing one batch overlaps reading and
+    assembling the next. At most ``depth`` frames wait, so memory stays bounded. An error in
+    the thread is raised in the caller at the next :meth:`put` or at :meth:`finish`.
+    """
+
+    def __init__(self, depth: int = 2):
+        import queue
+        import threading
+
+        self._queue: queue.Queue[tuple[TableWriter, pl.DataFrame] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="triage-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None or self._stopping:
+                continue  # drain: the caller is told, or is stopping
+            writer, frame = item
+            try:
+                writer.write(frame)
+            except BaseException as exc:  # handed to the caller
+                self._error = exc
+
+    def put(self, writer: TableWriter, frame: pl.DataFrame) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((writer, frame))
+
+    def finish(self) -> None:
+        """Wait for every frame to be written; raise the thread's error if there was one."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """Drop what is still queued and wait for the write under way (on an error or ^C:
+        the caller then aborts the writers, which removes their temporary files)."""
+        self._stopping = True
+        self._queue.put(None)
+        self._thread.join()
+
+
 # Columns with few distinct values, where parquet dictionary encoding pays off.
 LOW_CARDINALITY = frozenset({
     "host", "program", "instance", "service", "daemon", "kind", "proto", "action", "stage",

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from triage.cli.app import ConfigOpt, app
-from triage.cli.output import Format, TableWriter
+from triage.cli.output import Format, TableWriter, WriterThread
 from triage.config import load_config
 from triage.errors import InputError
 
@@ -66,6 +66,7 @@ def parse_command(
         targets = {names[0]: out}
     writers = {n: TableWriter(fmt.value, targets[n], empty=empty_table(n)) for n in names}
     stats = ReadStats()
+    background = WriterThread()
     try:
         # Parquet is for analysis: its events come kind after kind within each block of the
         # log (half the encoding time); text outputs keep the log's line order.
@@ -73,8 +74,10 @@ def parse_command(
                                 events_in_line_order=fmt is not Format.parquet):
             for name, frame in part.items():
                 if name in writers:
-                    writers[name].write(frame)
+                    background.put(writers[name], frame)
+        background.finish()
     except BaseException:
+        background.stop()
         for w in writers.values():
             w.abort()
         raise
