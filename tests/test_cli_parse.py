@@ -143,3 +143,25 @@ def test_parse_all_into_a_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
     assert "--out must be a directory" in res.stderr
     assert target.read_bytes() == b"previous content"
+
+
+def test_writer_thread_writes_in_order_and_hands_errors_back(tmp_path: Path) -> None:
+    from triage.cli.output import TableWriter, WriterThread
+
+    out = tmp_path / "t.csv"
+    writer = TableWriter("csv", out)
+    bg = WriterThread()
+    for i in range(5):
+        bg.put(writer, pl.DataFrame({"n": [i]}))
+    bg.finish()
+    writer.close()
+    assert out.read_text().split() == ["n", "0", "1", "2", "3", "4"]
+
+    class Broken(TableWriter):
+        def write(self, frame: pl.DataFrame) -> None:
+            raise OSError("disk full")
+
+    bg = WriterThread()
+    bg.put(Broken("csv", tmp_path / "u.csv"), pl.DataFrame({"n": [1]}))
+    with pytest.raises(OSError, match="disk full"):
+        bg.finish()
