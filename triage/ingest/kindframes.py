@@ -34,17 +34,27 @@ class KindFrames:
 
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)
     file: str = ""
+    _span: tuple[tuple[int, ...], tuple[datetime, datetime] | None] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def height(self) -> int:
         return sum(f.height for f in self.frames.values())
 
     def time_range(self) -> tuple[datetime, datetime] | None:
-        lows = [f["time"].min() for f in self.frames.values() if f.height]
-        highs = [f["time"].max() for f in self.frames.values() if f.height]
-        if not lows:
-            return None
-        return cast(datetime, min(lows)), cast(datetime, max(highs))  # type: ignore[type-var]
+        """(first, last) event time, or None without events; computed once per instance
+        (the reader and the assembler ask several times per batch)."""
+        key = tuple(id(f) for f in self.frames.values())
+        if self._span is not None and self._span[0] == key:
+            return self._span[1]
+        parts = [f.select(pl.col("time").min().alias("lo"), pl.col("time").max().alias("hi"))
+                 for f in self.frames.values() if f.height]
+        span = None
+        if parts:
+            both = pl.concat(parts)
+            span = (cast(datetime, both["lo"].min()), cast(datetime, both["hi"].max()))
+        self._span = (key, span)
+        return span
 
     def filter(self, predicate: pl.Expr) -> KindFrames:
         return KindFrames({k: f.filter(predicate) for k, f in self.frames.items()}, self.file)
