@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 from helpers_campaign import frame, row
 
-from triage.cluster import campaigns
+from triage.cluster import campaigns, components
 from triage.features import add_features
 from triage.shield import build_shield
 
@@ -50,3 +51,35 @@ def test_deterministic_numbering() -> None:
     a, _ = campaigns(df, build_shield(frame([])))
     b, _ = campaigns(df, build_shield(frame([])))
     assert a.tolist() == b.tolist()
+
+
+def _bfs_components(size: int, edges: list[tuple[int, int]]) -> list[int]:
+    """Per node, the smallest node of its component (breadth-first search)."""
+    nbrs: dict[int, list[int]] = {i: [] for i in range(size)}
+    for a, b in edges:
+        nbrs[a].append(b)
+        nbrs[b].append(a)
+    label = [-1] * size
+    for start in range(size):
+        if label[start] >= 0:
+            continue
+        label[start], todo = start, [start]
+        while todo:
+            for n in nbrs[todo.pop()]:
+                if label[n] < 0:
+                    label[n] = start
+                    todo.append(n)
+    return label
+
+
+def test_components_agree_with_breadth_first_search() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        size = int(rng.integers(1, 120))
+        m = int(rng.integers(0, 160))
+        a, b = rng.integers(0, size, m), rng.integers(0, size, m)
+        got = components(size, a, b).tolist()
+        assert got == _bfs_components(size, list(zip(a.tolist(), b.tolist(), strict=True)))
+    # a long chain in shuffled order: many rounds of hooking
+    order = rng.permutation(5000)
+    assert (components(5000, order[:-1], order[1:]) == 0).all()

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from triage.shield import Shield
 
-__all__ = ["LINK_FEATURES", "campaigns", "link_values"]
+__all__ = ["LINK_FEATURES", "campaigns", "components", "link_values"]
 
 # Feature columns that tie messages together, and the shield set each is checked against.
 LINK_FEATURES: dict[str, str] = {
@@ -57,6 +55,31 @@ def link_values(spam: pd.DataFrame, shield: Shield) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def components(size: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of the undirected graph on nodes ``0 .. size-1`` with the edges
+    (``a[i]``, ``b[i]``): per node, the smallest node of its component.
+
+    Vectorised union-find: each round hooks every root that an edge joins to a smaller
+    root onto the smallest such root, then points every node straight at its root; the
+    rounds end when no edge joins two roots (a handful for campaign graphs).
+
+    >>> components(5, np.array([0, 3]), np.array([2, 2])).tolist()
+    [0, 1, 0, 0, 4]
+    """
+    root = np.arange(size, dtype=np.int64)
+    while True:
+        ra, rb = root[a], root[b]
+        join = ra != rb
+        if not join.any():
+            return root
+        np.minimum.at(root, np.maximum(ra[join], rb[join]), np.minimum(ra[join], rb[join]))
+        while True:
+            up = root[root]
+            if np.array_equal(up, root):
+                break
+            root = up
+
+
 def campaigns(spam: pd.DataFrame, shield: Shield, max_ties: int = 5
               ) -> tuple[pd.Series, pd.DataFrame]:
     """Group spam (``features.add_features`` output) into campaigns.
@@ -71,12 +94,10 @@ def campaigns(spam: pd.DataFrame, shield: Shield, max_ties: int = 5
     links = link_values(spam, shield)
     token = links["feature"].astype(str) + "=" + links["value"].astype(str)
     codes, uniq = pd.factorize(token)
-    graph = coo_matrix((np.ones(len(links), dtype=np.int8),
-                        (links["row"].to_numpy(), n + codes)),
-                       shape=(n + len(uniq), n + len(uniq)))
-    _, comp = connected_components(graph, directed=False)
+    comp = components(n + len(uniq), links["row"].to_numpy(dtype=np.int64),
+                      n + codes.astype(np.int64))
     msg_comp = comp[:n]
-    # Renumber: largest first, then by first row, so the ids do not depend on scipy's order.
+    # Renumber: largest first, then by first row, so the ids do not depend on the labels.
     sizes = np.bincount(msg_comp, minlength=comp.max() + 1 if n else 0)
     first = np.full(len(sizes), n, dtype=np.int64)
     np.minimum.at(first, msg_comp, np.arange(n))
