@@ -101,3 +101,59 @@ def test_own_networks_pass_the_smtpd_maps_but_not_header_checks() -> None:
     ham, spam = table.iloc[:1].reset_index(drop=True), table.iloc[1:].reset_index(drop=True)
     out, _ = summarise(cands, spam, ham, mynetworks=nets)
     assert out["ham_hits"].tolist() == [0, 1]
+
+
+def _log_like_table(n: int, seed: int = 3) -> pd.DataFrame:
+    """Many rows with repeated values: several rows per value, several values per domain."""
+    import random
+
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(n):
+        d = rnd.choice(["spam.example", "sub.spam.example", "example.net", "other.example"])
+        rows.append(row("spam", i % 7, f"198.51.100.{rnd.randrange(1, 40)}",
+                        rnd.choice([None, f"{rnd.randrange(5)}.dsl.example.net",
+                                    "x.example.com"]),
+                        rnd.choice(["WORKSTATION", "pc7.example.net", "[198.51.100.3]"]),
+                        f"u{rnd.randrange(4)}@{d}"))
+    return add_features(frame(rows))
+
+
+def test_match_on_many_rows_agrees_with_mapset_per_rule() -> None:
+    table = _log_like_table(400)
+    cands = pd.concat([CANDS, pd.DataFrame([
+        # two candidates on one anchor, and one on a parent domain of another's
+        {"kind": RuleKind.SENDER_DOMAIN.value, "key": "sub.spam.example",
+         "anchor": "sub.spam.example"},
+        {"kind": RuleKind.CLIENT_NAME.value, "key": r"(^|\.)example\.net$",
+         "anchor": "example.net"},
+        {"kind": RuleKind.HELO.value, "key": r"^pc\d+\.example\.net$", "anchor": "example.net"},
+    ])], ignore_index=True)
+    hits = match(cands.assign(cand=range(len(cands))), table)
+    assert not hits.duplicated().any()
+    for c, (kind, key) in enumerate(zip(cands["kind"], cands["key"], strict=True)):
+        by_matcher = refused([to_rule(kind, key, "R0001")], table).notna()
+        got = hits.loc[hits["cand"] == c, "row"].tolist()
+        assert got == sorted(by_matcher[by_matcher].index), key
+
+
+def test_log_rows_for_some_kinds_have_their_lookup_columns_only() -> None:
+    logs = type("Logs", (), {
+        "messages": pd.DataFrame({
+            "client_ip": ["198.51.100.9", "192.0.2.1"], "client_name": ["unknown", "A.B."],
+            "helo": ["x", "Y"], "sender": ["z@spam.example", None],
+            "first_seen": pd.to_datetime(["2025-09-02", "2025-09-03"], utc=True),
+            "queue_id": ["ABC123", "DEF456"], "origin": ["smtpd", None],
+            "sasl_username": [None, None]}),
+        "rejects": pd.DataFrame({
+            "client_ip": ["203.0.113.5"], "client_name": [None], "helo": ["Bad.Example"],
+            "sender": ["q@spam.example"], "time": pd.to_datetime(["2025-09-04"], utc=True),
+            "queue_id": [None]}),
+        "sessions": pd.DataFrame()})()
+    full = log_rows(logs, ["DEF456"])
+    assert full["known"].tolist() == [False, True, False]
+    assert full["outcome"].tolist() == ["delivered", "delivered", "rejected"]
+    assert full["client_name"].tolist() == [None, "a.b", None]
+    some = log_rows(logs, ["DEF456"], kinds=[RuleKind.HELO.value, RuleKind.CLIENT_CIDR])
+    assert "client_name" not in some and "envelope_sender" not in some
+    pd.testing.assert_frame_equal(some, full[some.columns])

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from triage.features import add_features, helo_shape, is_random_label, network_of, rdns_shape
+from triage.features import (
+    add_features,
+    helo_shape,
+    is_random_label,
+    network_of,
+    network_set,
+    rdns_shape,
+    to_text,
+)
 
 
 def test_network_of_ipv4_and_ipv6() -> None:
@@ -62,3 +70,31 @@ def test_add_features_columns() -> None:
     assert out["sender_domain"].tolist() == ["example.co.uk", None]
     assert out["week"].iloc[0] == "2025-W36"
     assert out["net"].tolist() == ["192.0.2.0/24", None]
+
+
+def test_network_set_equals_network_of() -> None:
+    ips = ["192.0.2.7", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3.4\n",
+           " 1.2.3.4", "1.2.3", "1.2.3.4.5", "2001:db8::1", "::ffff:192.0.2.1", "junk", "",
+           None, "\u0661.2.3.4", "10.0.0.1", "10.0.0.2"]
+    assert network_set(ips) == {n for n in map(network_of, ips) if n}
+
+
+def test_to_text_same_in_python_and_pandas() -> None:
+    # Python's str methods handle plain ASCII; other text (non-ASCII case mappings, control
+    # characters) must come out exactly as pandas' string methods make it
+    odd = ["\x1c", "\x85", "\xa0", "\u2028", "İ", "ß", "Σ", "\u3000", "K", "\x00"]
+    base = [" Mail.Example.NET. ", "UNKNOWN", "unknown.", "", "  ", "a\tb", ".", "x..",
+            "Host-7.Example.org"]
+    values = [*base, *(f"{c}Ab.{c}" for c in odd), *(f"x{c}UNKNOWN{c}" for c in odd),
+              *odd, None, float("nan")]
+    want = (pd.Series(values, dtype=object).astype("string").str.strip().str.lower()
+            .str.rstrip("."))
+    want = want.mask(want.isin(["", "unknown"]))
+    want_list = want.astype(object).where(want.notna(), None).tolist()
+    for dtype in (object, "str", "string"):
+        got = to_text(pd.Series(values, dtype=dtype, index=range(5, 5 + len(values))))
+        assert got.tolist() == want_list
+        assert got.dtype == object and got.index[0] == 5
+    # above the distinct values done in Python, pandas does them all
+    many = [f"Host{i}.Example.NET." for i in range(3000)] + values
+    assert to_text(pd.Series(many, dtype=object)).tolist()[3000:] == want_list

@@ -147,3 +147,54 @@ def test_cidr_never_covers_our_own_networks() -> None:
     assert nets and not any(n.overlaps(own) for n in nets)
     assert ipaddress.ip_network("198.51.100.0/25") in nets
     assert shield.is_relay_name("Relay.Example.org.") and "relay.example.org" in shield.ham_helos
+
+
+def test_shield_takes_authenticated_and_outbound_traffic_from_the_log() -> None:
+    from types import SimpleNamespace
+
+    def logs(text: object) -> SimpleNamespace:
+        return SimpleNamespace(
+            sessions=pd.DataFrame({
+                "client_ip": ["198.51.100.4", "203.0.113.9"],
+                "client_name": ["Laptop.Example.NET.", "bad.example"],
+                "helo": ["LAPTOP", "bad"], "sasl_username": ["alice", None]}, dtype=text),
+            messages=pd.DataFrame({
+                "client_ip": ["127.0.0.1", "198.51.100.4", "203.0.113.9", "192.0.2.50"],
+                "sender": ["Bob@Example.org", "alice@example.org", "x@bad.example", "c@d.e"],
+                "queue_id": ["Q1", "Q2", "Q3", "Q4"],
+                "origin": ["pickup", "smtpd", "smtpd", None],
+                "sasl_username": [None, "alice", None, None]}, dtype=text),
+            deliveries=pd.DataFrame({
+                "queue_id": ["Q1", "Q2", "Q2", "Q3", "Q1"],
+                "recipient": ["friend@mail.partner.co.uk", "local@example.org",
+                              "x@other.example", "v@victim.example", "y@norelay.example"],
+                "relay": ["mx.partner.co.uk", "LOCAL", "mx.other.example", "mx.victim",
+                          None]}, dtype=text))
+
+    ham = add_features(frame([row("ham", 1, "192.0.2.8", None, "mail.example.org",
+                                  "d@example.org")]))
+    shields = [build_shield(ham, logs=logs(t), featured=True, builtin=False)
+               for t in (object, "str")]
+    assert shields[0] == shields[1]
+    s = shields[0]
+    assert s.ham_ips == {"192.0.2.8", "198.51.100.4"}
+    assert s.networks == {"192.0.2.0/24", "198.51.100.0/24"}
+    assert "laptop.example.net" in s.ham_names and "laptop" in s.ham_helos
+    assert s.ham_senders >= {"bob@example.org", "alice@example.org"}
+    assert "bad.example" not in s.ham_names and "x@bad.example" not in s.ham_senders
+    # correspondents: outbound mail's recipients, not the local ones nor a null relay's
+    assert {"partner.co.uk", "other.example"} <= s.domains
+    assert not {"victim.example", "norelay.example"} & s.domains
+
+
+def test_grouped_is_groupby_agg() -> None:
+    from triage.generalise import _grouped
+
+    df = pd.DataFrame({"k": ["b", "a", None, "b", "c"], "j": ["x", "y", "y", None, "x"],
+                       "v": ["1", "2", "3", None, "1"], "n": [1, 2, 3, 4, 5]})
+    for part in (df, df.iloc[:0], df.iloc[2:3]):
+        for by, named in (("k", {"size": ("k", "size"), "u": ("v", "nunique"),
+                                 "f": ("v", "first")}),
+                          (["k", "j"], {"u": ("v", "nunique"), "s": ("n", "sum")})):
+            pd.testing.assert_frame_equal(_grouped(part, by, **named),
+                                          part.groupby(by).agg(**named))

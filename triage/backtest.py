@@ -30,8 +30,8 @@ from triage.features import to_text
 from triage.generalise import subject_probe
 from triage.model import Rule, RuleKind, RuleState
 
-__all__ = ["confirm_no_ham", "in_networks", "log_rows", "match", "permitted", "refused",
-           "summarise", "to_rule"]
+__all__ = ["LOG_ROW_COLUMNS", "confirm_no_ham", "in_networks", "log_rows", "match", "permitted",
+           "refused", "summarise", "to_rule"]
 
 Progress = Callable[[str], None]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -63,16 +63,28 @@ def _tables(cands: pd.DataFrame) -> _Tables:
     return _Tables(cands)
 
 
-def _suffix_probes(values: pd.Series, prefix: str = "") -> pd.DataFrame:
-    """(value, probe) for every parent domain of each distinct value (``a.b.example.net``
-    -> ``b.example.net``, ``example.net``, ``net``); the value itself is a probe too."""
-    uniq = pd.unique(values.dropna())
-    vals, probes = [], []
-    for v in uniq:
+# (values, probes): parallel lists, the value each probe was made from
+Probes = tuple[list[object], list[str]]
+# (cand, value) pairs, in order
+Pairs = list[tuple[int, object]]
+
+
+def _suffixes_of(values: Iterable[object], prefix: str = "") -> Probes:
+    """(value, probe) for each value and each of its parent domains, the value first."""
+    vals: list[object] = []
+    probes: list[str] = []
+    for v in values:
         labels = str(v).lower().rstrip(".").split(".")
         for i in range(len(labels)):
             vals.append(v)
             probes.append(prefix + ".".join(labels[i:]))
+    return vals, probes
+
+
+def _suffix_probes(values: pd.Series, prefix: str = "") -> pd.DataFrame:
+    """(value, probe) for every parent domain of each distinct value (``a.b.example.net``
+    -> ``b.example.net``, ``example.net``, ``net``); the value itself is a probe too."""
+    vals, probes = _suffixes_of(pd.unique(values.dropna()), prefix)
     return pd.DataFrame({"value": vals, "probe": probes}, dtype=object)
 
 
@@ -83,26 +95,65 @@ def _literal_probes(values: pd.Series, prefix: str = "") -> pd.DataFrame:
                         dtype=object)
 
 
-def _confirm(pairs: pd.DataFrame, tables: _Tables, lookup_keys: Callable[[str], list[str]]
-             ) -> pd.DataFrame:
-    """Keep the (cand, value) pairs the matcher says match."""
-    if pairs.empty:
-        return pairs
-    pairs = pairs.drop_duplicates(["cand", "value"])
-    ok = [any(tables[c].lookup(k) is not None for k in lookup_keys(v))
-          for c, v in zip(pairs["cand"], pairs["value"], strict=True)]
-    return pairs[np.array(ok, dtype=bool)]
+def _domain_probes(values: pd.Series) -> Probes:
+    """(value, probe) for each distinct address of ``values`` and every parent domain of
+    its domain (right of the last ``@``): domains in order of first appearance, each
+    domain's probes from the longest, each probe's addresses in order of appearance."""
+    by_domain: dict[str, list[object]] = {}
+    for a in pd.unique(values.dropna()):
+        if isinstance(a, str):
+            by_domain.setdefault(a.rpartition("@")[2], []).append(a)
+    vals: list[object] = []
+    probes: list[str] = []
+    for dom_vals, dom_probes in ((group, _suffixes_of([d])[1])
+                                 for d, group in by_domain.items()):
+        for probe in dom_probes:
+            vals.extend(dom_vals)
+            probes.extend([probe] * len(dom_vals))
+    return vals, probes
+
+
+def _confirm(pairs: Pairs, tables: _Tables, lookup_keys: Callable[[str], list[str]]
+             ) -> Pairs:
+    """Keep the (cand, value) pairs the matcher says match (each pair once)."""
+    return [(c, v) for c, v in dict.fromkeys(pairs)
+            if any(tables[c].lookup(k) is not None for k in lookup_keys(str(v)))]
 
 
 def _anchored_hits(cands: pd.DataFrame, tables: _Tables, column: pd.Series,
-                   probes: pd.DataFrame, lookup_keys: Callable[[str], list[str]]
+                   probes: pd.DataFrame | Probes, lookup_keys: Callable[[str], list[str]]
                    ) -> pd.DataFrame:
-    anchors = cands[["cand", "anchor"]].assign(probe=cands["anchor"].str.split("|")) \
-        .explode("probe")
-    pairs = probes.merge(anchors[["cand", "probe"]], on="probe")[["cand", "value"]]
-    good = _confirm(pairs, tables, lookup_keys)
-    rows = pd.DataFrame({"row": np.arange(len(column)), "value": column.to_numpy()}).dropna()
-    return rows.merge(good, on="value")[["cand", "row"]]
+    """Rows of ``column`` holding a value that some probe puts under a candidate's anchor
+    and that the matcher confirms. Joined on the distinct values, in plain dicts: the
+    probes are many, the anchors few."""
+    if isinstance(probes, pd.DataFrame):
+        probes = (probes["value"].tolist(), probes["probe"].tolist())
+    by_probe: dict[str, list[int]] = {}
+    for c, anchor in zip(cands["cand"].tolist(), cands["anchor"].tolist(), strict=True):
+        if isinstance(anchor, str):
+            for p in anchor.split("|"):
+                by_probe.setdefault(p, []).append(c)
+    pairs = [(c, v) for v, p in zip(*probes, strict=True) for c in by_probe.get(p, ())]
+    return _value_rows(column, _confirm(pairs, tables, lookup_keys))
+
+
+def _value_rows(column: pd.Series, good: Pairs) -> pd.DataFrame:
+    """(``cand``, ``row``) for each row of ``column`` whose value is in a (``cand``,
+    ``value``) pair of ``good``: by row, then in ``good``'s order."""
+    by_value: dict[object, list[int]] = {}
+    for c, v in good:
+        by_value.setdefault(v, []).append(c)
+    out_c: list[int] = []
+    out_r: list[int] = []
+    if by_value:
+        values = column.to_numpy()
+        keep = pd.Series(values, dtype=object).isin(list(by_value)).to_numpy(dtype=bool)
+        for r in np.flatnonzero(keep).tolist():
+            for c in by_value.get(values[r], ()):
+                out_c.append(c)
+                out_r.append(r)
+    return pd.DataFrame({"cand": np.array(out_c, dtype=np.int64),
+                         "row": np.array(out_r, dtype=np.int64)})
 
 
 def _ipv4_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,11 +200,9 @@ def _ip_hits(cands: pd.DataFrame, tables: _Tables, ips: pd.Series) -> pd.DataFra
                 if a.version == 6 and a in n:
                     out_c.append(np.array([cand_ids[i]]))
                     out_v.append(np.array([s], dtype=object))
-    pairs = pd.DataFrame({"cand": np.concatenate(out_c) if out_c else [],
-                          "value": np.concatenate(out_v) if out_v else []})
-    good = _confirm(pairs, tables, lambda v: [v])
-    rows = pd.DataFrame({"row": np.arange(len(ips)), "value": ips.to_numpy()}).dropna()
-    return rows.merge(good, on="value")[["cand", "row"]]
+    pairs: Pairs = list(zip(np.concatenate(out_c).tolist() if out_c else [],
+                            np.concatenate(out_v).tolist() if out_v else [], strict=True))
+    return _value_rows(ips, _confirm(pairs, tables, lambda v: [v]))
 
 
 def match(cands: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
@@ -190,11 +239,7 @@ def _kind_hits(kind: RuleKind, cands: pd.DataFrame, tables: _Tables,
         return _anchored_hits(cands, tables, col, probes, lambda v: [v])
     if kind is RuleKind.SENDER_DOMAIN:
         col = table["envelope_sender"]
-        dom = col.map(lambda a: a.rpartition("@")[2] if isinstance(a, str) else None)
-        probes = _suffix_probes(dom).rename(columns={"value": "domain"})
-        probes = probes.merge(pd.DataFrame({"value": col, "domain": dom}).dropna()
-                              .drop_duplicates(), on="domain")[["value", "probe"]]
-        return _anchored_hits(cands, tables, col, probes, sender_lookup_keys)
+        return _anchored_hits(cands, tables, col, _domain_probes(col), sender_lookup_keys)
     parts = []
     if "from_address" in table:
         col = table["from_address"].map(lambda a: f"From: {a}" if isinstance(a, str) else None)
@@ -226,48 +271,94 @@ def _kind_hits(kind: RuleKind, cands: pd.DataFrame, tables: _Tables,
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
-def log_rows(logs: object, known_queue_ids: Iterable[str] = ()) -> pd.DataFrame:
+# The columns of the log tables ``log_rows`` reads (a caller may read only these).
+LOG_ROW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "messages": ("client_ip", "client_name", "helo", "sender", "first_seen", "queue_id",
+                 "origin", "sasl_username"),
+    "rejects": ("client_ip", "client_name", "helo", "sender", "time", "queue_id"),
+    "sessions": ("client_ip", "client_name", "helo", "connect_time", "n_messages",
+                 "n_rejects", "sasl_username"),
+}
+_LOG_ROW_FIELDS = ("client_ip", "client_name", "helo", "envelope_sender", "time")
+# The log row column each kind's map looks up, besides the client address every row has.
+_LOOKUP = {RuleKind.CLIENT_NAME: "client_name", RuleKind.HELO: "helo",
+           RuleKind.SENDER_DOMAIN: "envelope_sender"}
+
+
+# pandas' default text dtype: a column of no values in it joins the log's text columns
+# without turning them into Python objects
+_TEXT_DTYPE = pd.Series(["x"]).dtype
+
+
+def _flags(mask: pd.Series) -> np.ndarray:
+    """A boolean mask as numpy, NA as False (as indexing with it treats NA)."""
+    return mask.fillna(False).to_numpy(dtype=bool)
+
+
+def _log_part(table: pd.DataFrame, keep: np.ndarray, fields: dict[str, str | None],
+              outcome: str, known: np.ndarray | bool, wanted: set[str]) -> pd.DataFrame:
+    """The rows ``keep`` of ``table`` as log rows: only the ``wanted`` columns are taken."""
+    cols = {f: table[c][keep].reset_index(drop=True) if c is not None
+            else pd.Series([None] * int(keep.sum()), dtype=_TEXT_DTYPE)
+            for f, c in fields.items() if f in wanted}
+    return pd.DataFrame({**cols, "outcome": outcome, "known": known})
+
+
+def log_rows(logs: object, known_queue_ids: Iterable[str] = (),
+             kinds: Iterable[RuleKind | str] | None = None) -> pd.DataFrame:
     """The log's SMTP attempts as rows a rule could have refused: delivered messages
     (``outcome`` = delivered; ``known`` when the queue id belongs to a labelled message),
     refused attempts (rejected) and sessions that sent no mail (no_mail). Authenticated and
-    locally submitted mail is left out: the restrictions permit it before any rule."""
+    locally submitted mail is left out: the restrictions permit it before any rule.
+
+    ``kinds``: only the lookup columns of these rule kinds (``client_name``, ``helo``,
+    ``envelope_sender``) besides ``client_ip``, ``time``, ``outcome`` and ``known`` (the
+    backtest of candidates of a few kinds needs no more); default all."""
+    lookups = set(_LOOKUP.values()) if kinds is None else \
+        {_LOOKUP[k] for k in map(RuleKind, kinds) if k in _LOOKUP}
+    wanted = {"client_ip", "time"} | lookups
     parts = []
     messages = getattr(logs, "messages", None)
     if messages is not None and len(messages):
         m = messages
+        keep = np.ones(len(m), dtype=bool)
         if "origin" in m:
-            m = m[m["origin"].isna() | (m["origin"] == "smtpd")]
+            keep &= _flags(m["origin"].isna() | (m["origin"] == "smtpd"))
         if "sasl_username" in m:
-            m = m[m["sasl_username"].isna()]
-        parts.append(pd.DataFrame({
-            "client_ip": m["client_ip"], "client_name": m["client_name"], "helo": m["helo"],
-            "envelope_sender": m["sender"], "time": m["first_seen"], "outcome": "delivered",
-            "known": m["queue_id"].isin(set(known_queue_ids))}))
+            keep &= _flags(m["sasl_username"].isna())
+        known = m["queue_id"][keep].isin(set(known_queue_ids)).to_numpy(dtype=bool)
+        parts.append(_log_part(m, keep, {"client_ip": "client_ip", "client_name": "client_name",
+                                         "helo": "helo", "envelope_sender": "sender",
+                                         "time": "first_seen"}, "delivered", known,
+                               wanted))
     rejects = getattr(logs, "rejects", None)
     if rejects is not None and len(rejects):
-        r = rejects[rejects["queue_id"].isna()]
-        parts.append(pd.DataFrame({
-            "client_ip": r["client_ip"], "client_name": r["client_name"], "helo": r["helo"],
-            "envelope_sender": r["sender"], "time": r["time"], "outcome": "rejected",
-            "known": False}))
+        keep = _flags(rejects["queue_id"].isna())
+        parts.append(_log_part(rejects, keep, {
+            "client_ip": "client_ip", "client_name": "client_name", "helo": "helo",
+            "envelope_sender": "sender", "time": "time"}, "rejected", False, wanted))
     sessions = getattr(logs, "sessions", None)
     if sessions is not None and len(sessions):
-        s = sessions[(sessions["n_messages"] == 0) & (sessions["n_rejects"] == 0)
-                     & sessions["sasl_username"].isna()]
-        parts.append(pd.DataFrame({
-            "client_ip": s["client_ip"], "client_name": s["client_name"], "helo": s["helo"],
-            "envelope_sender": None, "time": s["connect_time"], "outcome": "no_mail",
-            "known": False}))
+        s = sessions
+        keep = _flags((s["n_messages"] == 0) & (s["n_rejects"] == 0)
+                      & s["sasl_username"].isna())
+        parts.append(_log_part(s, keep, {
+            "client_ip": "client_ip", "client_name": "client_name", "helo": "helo",
+            "envelope_sender": None, "time": "connect_time"}, "no_mail", False, wanted))
     if not parts:
-        parts.append(pd.DataFrame(columns=["client_ip", "client_name", "helo",
-                                           "envelope_sender", "time", "outcome", "known"]))
+        parts.append(pd.DataFrame(columns=[f for f in _LOG_ROW_FIELDS if f in wanted]
+                                  + ["outcome", "known"]))
     rows = pd.concat(parts, ignore_index=True)
     # Only the normalised lookup values are needed here, not the shapes: a log holds
     # millions of attempts.
     out = pd.DataFrame({c: to_text(rows[c]) for c in ("client_name", "helo",
-                                                      "envelope_sender")})
-    out["client_ip"] = rows["client_ip"].astype(object).where(rows["client_ip"].notna(), None)
-    for col in ("time", "outcome", "known"):
+                                                      "envelope_sender") if c in lookups},
+                       index=rows.index)
+    ips = rows["client_ip"].to_numpy(dtype=object, copy=True)
+    ips[rows["client_ip"].isna().to_numpy(dtype=bool)] = None
+    out["client_ip"] = pd.Series(ips, index=rows.index, dtype=object)
+    out["time"] = rows["time"]
+    for col in ("outcome", "known"):
         out[col] = rows[col].to_numpy()
     return out
 

@@ -23,13 +23,14 @@ import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from triage.ingest.address import registered_domain
 
 __all__ = [
-    "RULES_DIR", "add_features", "helo_shape", "is_random_label", "network_of", "networks",
-    "rdns_shape", "to_text",
+    "RULES_DIR", "add_features", "helo_shape", "is_random_label", "network_of", "network_set",
+    "networks", "rdns_shape", "to_text",
 ]
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
@@ -39,9 +40,47 @@ _ADDRESS_LITERAL = re.compile(r"^\[(ipv6:)?[0-9a-f:.]+\]$", re.I)
 _BARE_IP = re.compile(r"^[0-9.]+$|^[0-9a-f:]*:[0-9a-f:.]*$", re.I)
 
 
+# Text that Python's str methods and pandas' (pyarrow's) string kernels strip and lower
+# alike: printable ASCII and ASCII white space. Other characters (non-ASCII case mappings,
+# control characters) take the pandas path.
+_PLAIN_TEXT = re.compile(r"[\x20-\x7e\t\n\r\x0b\x0c]*")
+_PYTHON_TEXT_MAX = 2000  # distinct values normalised in Python, above this by pandas
+
+
 def to_text(series: pd.Series) -> pd.Series:
     """A text column as object dtype holding str or None, lower case, stripped, with the
-    log's ``unknown`` placeholder and empty strings turned into None."""
+    log's ``unknown`` placeholder and empty strings turned into None.
+
+    A column of text is normalised once per distinct value (a log has many rows per
+    name), in plain Python where that gives the same text as pandas; anything else
+    (numbers, mixed types) goes through pandas value by value."""
+    if not len(series) or not (isinstance(series.dtype, pd.StringDtype)
+                               or (series.dtype == object
+                                   and pd.api.types.infer_dtype(series, skipna=True)
+                                   in ("string", "empty"))):
+        return _to_text(series)
+    codes, uniq = pd.factorize(series, use_na_sentinel=True)
+    if len(uniq) > _PYTHON_TEXT_MAX:  # pandas' per-call cost pays off
+        by_code = np.empty(len(uniq) + 1, dtype=object)  # the last one for missing values
+        by_code[:-1] = _to_text(pd.Series(uniq)).to_numpy(dtype=object)
+        return pd.Series(by_code[codes], index=series.index, dtype=object)
+    values = uniq.tolist()
+    norm: list[str | None] = [None] * (len(values) + 1)  # the last one for missing values
+    odd = []
+    for i, v in enumerate(values):
+        if _PLAIN_TEXT.fullmatch(v):
+            t = v.strip().lower().rstrip(".")
+            norm[i] = None if t in ("", "unknown") else t
+        else:
+            odd.append(i)
+    if odd:
+        done = _to_text(pd.Series([values[i] for i in odd], dtype=object))
+        for i, t in zip(odd, done.tolist(), strict=True):
+            norm[i] = t
+    return pd.Series(np.array(norm, dtype=object)[codes], index=series.index, dtype=object)
+
+
+def _to_text(series: pd.Series) -> pd.Series:
     t = series.astype("string").str.strip().str.lower().str.rstrip(".")
     t = t.mask(t.isin(["", "unknown"]))
     return t.astype(object).where(t.notna(), None)
@@ -59,17 +98,35 @@ def networks(ips: pd.Series) -> pd.Series:
     return out.astype(object).where(out.notna(), None)
 
 
+# A dotted quad exactly as ``ipaddress`` reads one: four decimal octets up to 255, no
+# leading zeros.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 @functools.lru_cache(maxsize=262144)
 def network_of(ip: object, v4_prefix: int = 24, v6_prefix: int = 64) -> str | None:
     """``192.0.2.7`` -> ``192.0.2.0/24``; IPv6 -> its /64; junk -> None."""
     if not isinstance(ip, str) or not ip:
         return None
+    if v4_prefix == 24 and _DOTTED_QUAD.fullmatch(ip):
+        return ip[: ip.rindex(".")] + ".0/24"  # what ipaddress gives, without parsing twice
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return None
     prefix = v4_prefix if addr.version == 4 else v6_prefix
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+
+
+def network_set(ips: Iterable[object]) -> frozenset[str]:
+    """The networks (``network_of``) of ``ips``, None left out; dotted quads by slicing."""
+    quad = _DOTTED_QUAD.fullmatch
+    out: set[str | None] = {ip[: ip.rindex(".")] + ".0/24"
+                            if isinstance(ip, str) and quad(ip) else network_of(ip)
+                            for ip in ips}
+    out.discard(None)
+    return frozenset(n for n in out if n)
 
 
 def is_random_label(label: str) -> bool:

@@ -130,7 +130,8 @@ def propose(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = None
     say(f"{len(cands)} candidates")
     known = pd.concat([spam.get("queue_id", pd.Series(dtype=object)),
                        ham.get("queue_id", pd.Series(dtype=object))]).dropna()
-    log = log_rows(logs, known) if logs is not None else None
+    # the log's lookup columns the candidates' kinds need
+    log = log_rows(logs, known, kinds=set(cands["kind"])) if logs is not None else None
     tested, hits = summarise(cands, spam, ham, log, active, progress=say,
                              mynetworks=shield.own_networks)
     tested["score"] = (tested["spam_hits"] * np.log1p(tested.get("days", 1))

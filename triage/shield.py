@@ -30,10 +30,11 @@ from pathlib import Path
 import pandas as pd
 
 from triage.errors import ConfigError
-from triage.features import RULES_DIR, add_features, network_of, to_text
+from triage.features import RULES_DIR, add_features, network_set, to_text
 from triage.ingest.address import registered_domain
 
-__all__ = ["Allowlist", "Shield", "build_shield", "load_allowlist", "own_infrastructure"]
+__all__ = ["LOG_COLUMNS", "Allowlist", "Shield", "build_shield", "load_allowlist",
+           "own_infrastructure"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -107,6 +108,11 @@ def load_allowlist(path: str | Path) -> Allowlist:
 
 
 def _set(values: Iterable[object]) -> frozenset[str]:
+    if isinstance(values, pd.Series):  # each distinct value once
+        distinct = values.dropna().drop_duplicates()
+        if isinstance(distinct.dtype, pd.StringDtype):  # nothing but text left
+            return frozenset(distinct.tolist()) - {""}
+        values = distinct.to_numpy(dtype=object)
     return frozenset(v for v in values if isinstance(v, str) and v)
 
 
@@ -204,34 +210,49 @@ class Shield:
         return None
 
 
+# The columns of the log tables the shield reads (a caller may read only these).
+LOG_COLUMNS: dict[str, tuple[str, ...]] = {
+    "sessions": ("sasl_username", "client_ip", "client_name", "helo"),
+    "messages": ("sasl_username", "origin", "sender", "client_ip", "queue_id"),
+    "deliveries": ("queue_id", "relay", "recipient"),
+}
+
+
+def _where(mask: pd.Series) -> pd.Series:
+    """A row mask with NA as False (as indexing a frame with it treats NA)."""
+    return mask.fillna(False).astype(bool)
+
+
 def _log_known_good(logs: object) -> dict[str, set[str]]:
     """IPs, names, HELOs, senders and correspondent domains from authenticated and outbound
-    traffic in the log tables (any object with ``sessions``/``messages``/``deliveries``)."""
+    traffic in the log tables (any object with ``sessions``/``messages``/``deliveries``).
+    Only the columns read are filtered: a log table has many more."""
     out: dict[str, set[str]] = {k: set() for k in ("ips", "names", "helos", "senders",
                                                    "domains")}
     sessions = getattr(logs, "sessions", None)
     messages = getattr(logs, "messages", None)
     deliveries = getattr(logs, "deliveries", None)
     if sessions is not None and len(sessions) and "sasl_username" in sessions:
-        auth = sessions[sessions["sasl_username"].notna()]
-        out["ips"] |= _set(auth["client_ip"])
-        out["names"] |= _set(to_text(auth["client_name"]))
-        out["helos"] |= _set(to_text(auth["helo"]))
+        auth = _where(sessions["sasl_username"].notna())
+        out["ips"] |= _set(sessions["client_ip"][auth])
+        out["names"] |= _set(to_text(sessions["client_name"][auth]))
+        out["helos"] |= _set(to_text(sessions["helo"][auth]))
     if messages is None or not len(messages):
         return out
     outbound = messages["sasl_username"].notna() if "sasl_username" in messages else \
         pd.Series(False, index=messages.index)
     if "origin" in messages:
         outbound |= messages["origin"].isin(["pickup", "sendmail"])
-    mine = messages[outbound]
-    out["senders"] |= _set(to_text(mine["sender"]))
-    out["ips"] |= _set(mine["client_ip"]) - {"127.0.0.1", "::1"}
+    mine = _where(outbound)
+    out["senders"] |= _set(to_text(messages["sender"][mine]))
+    out["ips"] |= _set(messages["client_ip"][mine]) - {"127.0.0.1", "::1"}
     if deliveries is not None and len(deliveries):
-        sent = deliveries[deliveries["queue_id"].isin(_set(mine["queue_id"]))
-                          & (deliveries["relay"].astype("string").str.lower() != "local")]
-        rcpt_domains = to_text(sent["recipient"]).map(
-            lambda a: registered_domain(a.rpartition("@")[2]) if a else None)
-        out["domains"] |= _set(rcpt_domains)
+        queue_ids = deliveries["queue_id"].astype(object)  # a hash lookup per row
+        sent = _where(queue_ids.isin(_set(messages["queue_id"][mine]))
+                      & (deliveries["relay"].astype("string").str.lower() != "local"))
+        # one registered domain per distinct recipient
+        recipients = _set(to_text(deliveries["recipient"][sent]))
+        out["domains"] |= _set(registered_domain(a.rpartition("@")[2]) for a in recipients)
     return out
 
 
@@ -266,7 +287,7 @@ def build_shield(ham: pd.DataFrame, *, logs: object | None = None,
     exact_relays = _set(n for n in relay_names if "*" not in n and "?" not in n)
     return Shield(
         ham_ips=ips,
-        networks=_set(network_of(ip) for ip in ips),
+        networks=network_set(ips),
         ham_names=_set(h["client_name"]) | log["names"] | exact_relays,
         rdns_domains=_set(h["rdns_domain"]) | _set(registered_domain(n) for n in log["names"]),
         ham_helos=_set(h["helo"]) | log["helos"] | exact_relays,

@@ -192,11 +192,19 @@ class Store:
         return sorted({f.parent.name[5:] for f in self.files(table)} - {NO_WEEK})
 
     def read(self, table: str, weeks: Iterable[str] | None = None,
-             columns: list[str] | None = None) -> pl.DataFrame:
-        """One table of the history (polars), all weeks or the given ones."""
+             columns: list[str] | None = None, *, missing_ok: bool = False) -> pl.DataFrame:
+        """One table of the history (polars), all weeks or the given ones; only
+        ``columns`` when given (``missing_ok``: those a file lacks are left out of it,
+        instead of an error)."""
         import polars as pl
 
-        frames = [pl.read_parquet(f, columns=columns) for f in self.files(table, weeks)]
+        def one(f: Path) -> pl.DataFrame:
+            if columns is None or not missing_ok:
+                return pl.read_parquet(f, columns=columns)
+            have = pl.read_parquet_schema(f)
+            return pl.read_parquet(f, columns=[c for c in columns if c in have])
+
+        frames = [one(f) for f in self.files(table, weeks)]
         frames = [f for f in frames if f.height]
         if not frames:
             return pl.DataFrame()

@@ -89,7 +89,8 @@ def _recent_weeks(store: Store, table: str, since: datetime | None) -> list[str]
 def _history(store: Store, lookback_days: int, logs: bool = True
              ) -> tuple[pd.DataFrame, SimpleNamespace]:
     """The mail table and (``logs``) the log tables of the last ``lookback_days``, by ISO
-    week; without ``logs`` the log tables are empty frames."""
+    week; of the log tables only the columns the proposer reads (``_log_columns``);
+    without ``logs`` the log tables are empty frames."""
     import pandas as pd
 
     weeks = sorted({w for t in ("mail", *_LOG_TABLES) for w in store.weeks(t)})
@@ -99,9 +100,19 @@ def _history(store: Store, lookback_days: int, logs: bool = True
         latest = datetime.fromisocalendar(int(year), int(week), 1).replace(tzinfo=UTC)
         since = latest - timedelta(days=lookback_days)
     mail = store.read("mail", _recent_weeks(store, "mail", since)).to_pandas()
-    tables = {t: store.read(t, _recent_weeks(store, t, since)).to_pandas() if logs
+    tables = {t: store.read(t, _recent_weeks(store, t, since), columns=_log_columns(t),
+                            missing_ok=True).to_pandas() if logs
               else pd.DataFrame() for t in _LOG_TABLES}
     return mail, SimpleNamespace(**tables)
+
+
+def _log_columns(table: str) -> list[str]:
+    """The columns of a log table the proposer reads: the shield's and ``log_rows``'."""
+    from triage.backtest import LOG_ROW_COLUMNS
+    from triage.shield import LOG_COLUMNS
+
+    return list(dict.fromkeys([*LOG_COLUMNS.get(table, ()),
+                               *LOG_ROW_COLUMNS.get(table, ())]))
 
 
 def _options(cfg: Config, mail: pd.DataFrame) -> ProposeOptions:
