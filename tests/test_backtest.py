@@ -157,3 +157,14 @@ def test_log_rows_for_some_kinds_have_their_lookup_columns_only() -> None:
     some = log_rows(logs, ["DEF456"], kinds=[RuleKind.HELO.value, RuleKind.CLIENT_CIDR])
     assert "client_name" not in some and "envelope_sender" not in some
     pd.testing.assert_frame_equal(some, full[some.columns])
+
+
+def test_a_message_without_x_mailer_is_not_x_mailer_nan() -> None:
+    # pandas may hand a missing value back from map() as NaN, which is truthy; the replay
+    # must not build "X-Mailer: nan" for it (the Postfix matcher sees no such header)
+    table = _table()
+    cands = pd.DataFrame([{"kind": RuleKind.HEADER.value, "key": r"^X-Mailer:\s*nan\s*$",
+                           "anchor": "x-mailer:nan"}])
+    hits = match(cands.assign(cand=range(len(cands))), table)
+    assert hits.empty
+    assert refused([to_rule(RuleKind.HEADER.value, r"^X-Mailer:\s*nan\s*$")], table).isna().all()

@@ -251,7 +251,9 @@ def _kind_hits(kind: RuleKind, cands: pd.DataFrame, tables: _Tables,
         parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
     if "x_mailer" in table:
         raw = table["x_mailer"].map(lambda m: m.strip() if isinstance(m, str) else None)
-        col = raw.map(lambda m: f"X-Mailer: {m}" if m else None)
+        # a missing value may come back from map() as NaN (pandas' string inference), which
+        # is truthy: test for text, or "X-Mailer: nan" would be matched
+        col = raw.map(lambda m: f"X-Mailer: {m}" if isinstance(m, str) and m else None)
         probes = pd.DataFrame({"value": col, "probe": "x-mailer:" + raw.str.lower()}).dropna() \
             .drop_duplicates()
         parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
