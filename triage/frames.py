@@ -261,7 +261,7 @@ def campaigns(h: HistoryLike, my_hostnames: Sequence[str] = (),
     (weeks with at least one message), ``span_weeks`` (first to last, inclusive),
     ``first_seen``, ``last_seen`` and ``ties`` (the shared values that hold it together).
     A campaign that comes back has ``weeks_active`` > 1."""
-    # Imported here: clustering pulls in scipy and the feature code, which the other
+    # Imported here: clustering pulls in numpy and the feature code, which the other
     # helpers do not need.
     from triage.cluster import campaigns as cluster_campaigns
     from triage.features import add_features

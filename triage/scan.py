@@ -223,7 +223,7 @@ def _rule_steps(cfg: Config, store: Store, result: ScanResult, now: datetime | N
     after the rulebook: a scan killed between its commit and its proposals proposes on the
     next run even though that run finds nothing new.
     """
-    # imported here: the proposer (scipy, the backtest) is not needed to start the CLI
+    # imported here: the proposer (pandas, the backtest) is not needed to start the CLI
     from triage.weekly_rules import propose_from_history, rule_feedback
 
     book = load_rulebook(cfg.rulebook_dir())
