@@ -8,6 +8,7 @@ import re
 from email.utils import getaddresses
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from publicsuffixlist import PublicSuffixList
 
 __all__ = ["address_domain", "normalise_address", "parse_address", "registered_domain"]
@@ -17,6 +18,10 @@ __all__ = ["address_domain", "normalise_address", "parse_address", "registered_d
 def _psl() -> PublicSuffixList:
     # Built once on first use: it reads the bundled list (~50 ms).
     return PublicSuffixList()
+
+
+# An unquoted ASCII local part (RFC 5322 atext and dots) and an ASCII host name.
+_PLAIN_ADDRESS_RE = re.compile(r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+)@([A-Za-z0-9.-]+)")
 
 
 @functools.lru_cache(maxsize=65536)
@@ -31,6 +36,14 @@ def normalise_address(addr: str | None) -> str | None:
     a = addr.strip().strip("<>").strip()
     if not a and addr.strip() in ("<>", ""):
         return "" if addr.strip() == "<>" else None
+    m = _PLAIN_ADDRESS_RE.fullmatch(a)
+    if m is not None:
+        local, domain = m.group(1), m.group(2).lower()
+        if "xn--" not in domain and local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES:
+            # Valid or not, such an address comes out as below: email-validator keeps an
+            # ASCII dot-atom local part and lower-cases an ASCII domain (which never ends
+            # in a dot when valid); only the role names above and IDNA labels change.
+            return f"{local}@{domain.rstrip('.')}"
     try:
         return validate_email(a, check_deliverability=False,
                               allow_smtputf8=True).normalized
@@ -48,6 +61,11 @@ def parse_address(header_value: str | None) -> str | None:
     # Cached: senders repeat, and the stdlib's address parser is slow.
     if not header_value:
         return None
+    m = _BARE_FIELD_RE.fullmatch(header_value) or _NAMED_FIELD_RE.fullmatch(header_value)
+    if m is not None:
+        # "addr" or "Display Name <addr>" with plain ASCII parts: getaddresses returns
+        # this address unchanged.
+        return normalise_address(m.group(1))
     pairs = getaddresses([header_value])
     for _, addr in pairs:
         if addr:
@@ -57,6 +75,10 @@ def parse_address(header_value: str | None) -> str | None:
 
 
 _BARE_ADDRESS_RE = re.compile(r"[^\s<>\"]+@[^\s<>\"]+")
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
+_PLAIN = f"([{_ATEXT}.]+@[A-Za-z0-9.-]+)"
+_BARE_FIELD_RE = re.compile(f"[ \\t\\r\\n]*{_PLAIN}[ \\t\\r\\n]*")
+_NAMED_FIELD_RE = re.compile(f"[{_ATEXT}. \\t\\r\\n]*<{_PLAIN}>[ \\t\\r\\n]*")
 
 
 def address_domain(addr: str | None) -> str | None:

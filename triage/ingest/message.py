@@ -82,11 +82,14 @@ class MessageRecord:
 
     def _positions(self, low: str) -> list[int]:
         names = self._index()
-        if low not in self._first:
+        i = self._first.get(low)
+        if i is None:
             return []
-        if names.count(low) == 1:
-            return [self._first[low]]
-        return [i for i, n in enumerate(names) if n == low]
+        found = [i]
+        for _ in range(names.count(low) - 1):
+            i = names.index(low, i + 1)
+            found.append(i)
+        return found
 
     def get(self, name: str) -> str | None:
         """The first header called ``name`` (case-insensitive), or None."""
@@ -119,7 +122,8 @@ def _header_defects(data: bytes) -> tuple[bytes, list[str]]:
     """The header block (up to the first blank line, or all of ``data``) and the defects the
     stdlib does not report: 8-bit bytes and over-long lines in it."""
     end = data.find(b"\n\n")
-    end2 = data.find(b"\r\n\r\n")
+    # Only a CRLF CRLF that starts before the LF LF matters.
+    end2 = data.find(b"\r\n\r\n", 0, len(data) if end < 0 else end + 3)
     if end < 0 or (0 <= end2 < end):
         end = end2
     head = data if end < 0 else data[:end]

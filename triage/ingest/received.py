@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from typing import NamedTuple
+from typing import Final
 
 __all__ = [
     "Received",
@@ -73,11 +73,12 @@ class Received:
         return {f: getattr(self, f) for f in self.__slots__}
 
 
-class _Tok(NamedTuple):
-    kind: str  # "word" or "comment" (comment text excludes the outer parentheses)
-    text: str
-    start: int
-    end: int
+# A token: (kind, text, start, end), kind "word" or "comment" (a comment's text excludes
+# the outer parentheses). Plain tuples: a parse makes a dozen, and reads them by index.
+_Tok = tuple[str, str, int, int]
+_KIND: Final = 0
+_TEXT: Final = 1
+_START: Final = 2
 
 
 _KEYWORDS = frozenset({"from", "by", "via", "with", "id", "for"})
@@ -163,38 +164,76 @@ def _inner_pairs(chars: list[str], literal: set[int]) -> list[tuple[int, int]]:
 
 # A comment without parentheses inside, a word, or a parenthesis outside both (nested or
 # unbalanced parentheses, for _comment_spans to sort out).
-_SIMPLE_TOKEN_RE = re.compile(r"\([^()]*\)|[^\s()]+|[()]")
-_new_tok = tuple.__new__
+# A comment (with at most one level of comments inside, like Postfix's TLS details), a word,
+# or a parenthesis outside both (deeper or unbalanced parentheses, for _comment_spans to sort
+# out). Possessive, so that an unclosed comment costs no backtracking.
+_SIMPLE_TOKEN_RE = re.compile(r"\((?:[^()]++|\([^()]*+\))*+\)|[^\s()]+|[()]")
 
 
 def _tokens(text: str) -> list[_Tok]:
     """Words and top-level comments, with their positions."""
     masked = _mask_angles(text)
+    toks: list[_Tok] = []
     if "\\" not in masked:
-        # Usually no comment nests and none is escaped: one pass finds the same tokens.
-        toks: list[_Tok] = []
+        split = _split_tokens(text, masked)
+        if split is not None:
+            return split
+        # Usually no comment nests deeper and none is escaped: one pass finds the same
+        # tokens.
         for m in _SIMPLE_TOKEN_RE.finditer(masked):
             a, b = m.span()
             if masked[a] == "(":
                 if b - a == 1:
                     break  # a parenthesis outside any simple comment
-                toks.append(_new_tok(_Tok, ("comment", text[a + 1 : b - 1].strip(), a, b)))
+                toks.append(("comment", text[a + 1 : b - 1].strip(), a, b))
             elif masked[a] == ")":
                 break
             else:
-                toks.append(_new_tok(_Tok, ("word", text[a:b], a, b)))
+                toks.append(("word", text[a:b], a, b))
         else:
             return toks
-    toks = []
+        toks = []
     pos = 0
     for start, end in [*_comment_spans(masked), (len(text), len(text))]:
         for m in _WORD_RE.finditer(masked, pos, start):
             a, b = m.span()
-            toks.append(_Tok("word", text[a:b], a, b))
+            toks.append(("word", text[a:b], a, b))
         if end > start:
-            toks.append(_Tok("comment", text[start + 1 : end - 1].strip(), start, end))
+            toks.append(("comment", text[start + 1 : end - 1].strip(), start, end))
         pos = end
     return toks
+
+
+def _split_tokens(text: str, masked: str) -> list[_Tok] | None:
+    """The tokens when ``text`` (white space already collapsed to single spaces) splits at
+    its spaces into words and comments: in every piece, parentheses only open at its start
+    and close at its end, never below depth zero, all closed at the end. The top-level
+    comments are then the pieces from the one that opens a comment to the one that closes
+    it, and the words the other pieces, as the general tokenizer finds them; None when
+    the text is not like that."""
+    toks: list[_Tok] = []
+    depth = start = pos = 0
+    for piece in masked.split(" "):
+        end = pos + len(piece)
+        if "(" in piece or ")" in piece:
+            body = piece.lstrip("(")
+            inner = body.rstrip(")")
+            if "(" in inner or ")" in inner:
+                return None
+            opens = len(piece) - len(body)
+            if depth == 0:
+                if not opens:
+                    return None  # a ")" outside any comment
+                start = pos
+            depth += opens - (len(body) - len(inner))
+            if depth < 0:
+                return None
+            if depth == 0:
+                toks.append(("comment", text[start + 1 : end - 1].strip(), start, end))
+        elif depth == 0 and piece:
+            toks.append(("word", text[pos:end], pos, end))
+        pos = end + 1
+    return toks if depth == 0 else None
 
 
 def _split_date(text: str) -> tuple[str, datetime | None]:
@@ -209,7 +248,6 @@ def _split_date(text: str) -> tuple[str, datetime | None]:
 
 
 _BY_FROM_RE = re.compile(r"\b(?:by|from)\b")
-_TRAILING_COMMENT_RE = re.compile(r"\([^()]*\)\s*$")
 # The usual shape, "[Day, ]DD Mon YYYY HH:MM[:SS] +HHMM", read without the stdlib's general
 # parser; every other text goes to parsedate_to_datetime.
 _RFC5322_DATE_RE = re.compile(
@@ -224,7 +262,10 @@ _MONTHS = {m: i % 12 + 1 for i, m in enumerate(
 def _parse_date(text: str) -> datetime | None:
     text = text.strip()
     if text.endswith(")"):
-        text = _TRAILING_COMMENT_RE.sub("", text).strip()
+        # A trailing "(zone)" comment: the last "(" when no ")" comes before the end.
+        i = text.rfind("(")
+        if i >= 0 and ")" not in text[i + 1 : -1]:
+            text = text[:i].strip()
     if not text:
         return None
     try:
@@ -281,24 +322,25 @@ def parse_received(value: str) -> Received | None:
     clauses, when = _split_date(text)
     toks = _tokens(clauses)
     by_i = _last_word(toks, "by")
-    from_i = 0 if toks and toks[0].kind == "word" and toks[0].text.lower() == "from" else None
+    from_i = 0 if toks and toks[0][0] == "word" and toks[0][1].lower() == "from" else None
     if by_i is None and from_i is None:
         return None
     from_toks = toks[1 : by_i if by_i is not None else len(toks)] if from_i is not None else []
     by_toks = toks[by_i + 1 :] if by_i is not None else []
     fields = _read_by(by_toks)
     helo, rdns, ip, tls, auth = _read_from(clauses, from_toks, fields)
-    return Received(
-        helo=helo, rdns=rdns, ip=ip, by=fields.get("by"), queue_id=fields.get("id"),
-        protocol=fields.get("with"), for_addr=fields.get("for"), date=when,
-        software=fields.get("software"), tls=tls or _tls_protocol(fields.get("with")),
-        authenticated=auth,
-    )
+    get = fields.get
+    protocol = get("with")
+    # positional: helo, rdns, ip, by, queue_id, protocol, for_addr, date, software, tls,
+    # authenticated
+    return Received(helo, rdns, ip, get("by"), get("id"), protocol, get("for"), when,
+                    get("software"), tls or _tls_protocol(protocol), auth)
 
 
 def _last_word(toks: Sequence[_Tok], word: str) -> int | None:
     for i in range(len(toks) - 1, -1, -1):
-        if toks[i].kind == "word" and toks[i].text.lower() == word:
+        kind, text, _, _ = toks[i]
+        if kind == "word" and text.lower() == word:
             return i
     return None
 
@@ -320,17 +362,17 @@ def _read_by(toks: Sequence[_Tok]) -> dict[str, str]:
     comments: list[str] = []
     key = "by"
     words: list[str] = []
-    for tok in toks:
-        if tok.kind == "comment":
-            comments.append(tok.text)
+    for kind, text, _, _ in toks:
+        if kind == "comment":
+            comments.append(text)
             continue
-        low = tok.text.lower()
+        low = text.lower()
         # The first word after "by" is the host even if it looks like a keyword.
         if low in _KEYWORDS and (words or key != "by"):
             _store(out, key, words)
             key = low
             continue
-        words.append(tok.text)
+        words.append(text)
     _store(out, key, words)
     if comments:
         out["software"] = comments[0]
@@ -353,32 +395,32 @@ def _read_from(
         return None, None, None, False, None
     tls = qmail_helo = False
     auth = None
-    for t in toks:
-        if t.kind == "comment":
-            tls = tls or _TLS_RE.match(t.text) is not None
-            if auth is None and (m := _AUTH_RE.match(t.text)):
+    for kind, comment, _, _ in toks:
+        if kind == "comment":
+            tls = tls or _TLS_RE.match(comment) is not None
+            if auth is None and (m := _AUTH_RE.match(comment)):
                 auth = m.group("who").strip()
-            qmail_helo = qmail_helo or _QMAIL_HELO_RE.match(t.text) is not None
+            qmail_helo = qmail_helo or _QMAIL_HELO_RE.match(comment) is not None
     software = (by.get("comments", "") + " " + by.get("with", "")).lower()
     exim = "exim" in software
     qmail = "qmail" in software or qmail_helo
-    first = toks[0].start
+    first = toks[0][_START]
     for tok in reversed(toks):
-        if tok.kind != "comment" or tok is toks[0]:
+        if tok[_KIND] != "comment" or tok is toks[0]:
             continue
-        m = _TCP_INFO_RE.match(tok.text)
+        m = _TCP_INFO_RE.match(tok[_TEXT])
         if m and _ip(m.group("ip")):
-            before = text[first : tok.start].strip() or None
+            before = text[first : tok[_START]].strip() or None
             ip = _ip(m.group("ip"))
             if m.group("rdns") or not exim:
                 return before, _rdns(m.group("rdns")), ip, tls, auth
             helo_m = _EXIM_HELO_RE.search(m.group("rest"))
             rdns = _rdns(before) if before and not before.startswith("[") else None
             return (helo_m.group("helo") if helo_m else before), rdns, ip, tls, auth
-        m = _PAREN_IP_RE.match(tok.text)
+        m = _PAREN_IP_RE.match(tok[_TEXT])
         if m and _ip(m.group("ip")):
             # Only qmail writes "user@IP" in this comment.
-            qmail = qmail or "@" in tok.text
+            qmail = qmail or "@" in tok[_TEXT]
             return (*_qmail_or_ms(text, toks, tok, qmail), _ip(m.group("ip")), tls, auth)
     return (*_bare_address(toks), tls, auth)
 
@@ -393,19 +435,19 @@ def _qmail_or_ms(
     text: str, toks: Sequence[_Tok], ip_tok: _Tok, qmail: bool
 ) -> tuple[str | None, str | None]:
     """qmail writes ``from RDNS (HELO x) (IP)``; Microsoft ``from HELO (IP)``."""
-    first_word = toks[0].text if toks[0].kind == "word" else None
+    first_word = toks[0][_TEXT] if toks[0][_KIND] == "word" else None
     if qmail:
-        helo = next((m.group("helo") for t in toks if t.kind == "comment"
-                     for m in [_QMAIL_HELO_RE.match(t.text)] if m), None)
+        helo = next((m.group("helo") for t in toks if t[_KIND] == "comment"
+                     for m in [_QMAIL_HELO_RE.match(t[_TEXT])] if m), None)
         rdns = _rdns(first_word)
         return (helo or rdns), rdns
-    return (text[toks[0].start : ip_tok.start].strip() or None), None
+    return (text[toks[0][_START] : ip_tok[_START]].strip() or None), None
 
 
 def _bare_address(toks: Sequence[_Tok]) -> tuple[str | None, str | None, str | None]:
     """fetchmail ``from HOST [IP]``, Exim ``from [IP] (helo=x)``, old Microsoft
     ``from HOST - IP``: no comment carries the address."""
-    words = [t.text for t in toks if t.kind == "word"]
+    words = [t[_TEXT] for t in toks if t[_KIND] == "word"]
     helo = words[0] if words else None
     ip = None
     for i, w in enumerate(words):
@@ -415,7 +457,7 @@ def _bare_address(toks: Sequence[_Tok]) -> tuple[str | None, str | None, str | N
             if ip:
                 break
     for t in toks:
-        m = _EXIM_HELO_RE.search(t.text) if t.kind == "comment" else None
+        m = _EXIM_HELO_RE.search(t[_TEXT]) if t[_KIND] == "comment" else None
         if m:
             return m.group("helo"), None, ip
     if helo and helo.startswith("[") and ip:
@@ -484,6 +526,11 @@ def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None
 _address = functools.lru_cache(maxsize=8192)(ipaddress.ip_address)
 
 
+@functools.lru_cache(maxsize=8192)
+def _loopback(ip: str) -> bool:
+    return _address(ip).is_loopback
+
+
 _RETRIEVAL = frozenset({"POP3", "POP", "IMAP", "IMAP4", "IMAPS", "POP3S", "ODMR", "ETRN"})
 
 
@@ -495,7 +542,7 @@ def _internal(hop: Received, my_hostnames: Sequence[str]) -> bool:
         # provider's MX, which the walk follows only if it is in my_hostnames or a relay.
         return True
     if hop.ip is not None:
-        if _address(hop.ip).is_loopback:
+        if _loopback(hop.ip):
             return True
     elif hop.rdns is None and hop.helo is None:
         return True  # "from userid@localhost" style local pickup
@@ -530,8 +577,7 @@ def trusted_hop(
     if texts is None:
         texts = [""] * len(hops)  # unknown: any header may name any host
     else:
-        ours = _may_name(mine)
-        chain = _may_name((*mine, *trusted_relays, *_LOCALHOST))
+        ours, chain = _screens(mine, tuple(trusted_relays))
     start = next((i for i in range(len(hops)) if ours(texts[i])
                   and (h := hops[i]) is not None and host_matches(h.by, mine)), None)
     if start is None:
@@ -560,28 +606,59 @@ def trusted_hop(
 
 
 @functools.lru_cache(maxsize=64)
+def _screens(mine: tuple[str, ...], relays: tuple[str, ...]
+             ) -> tuple[Callable[[str], bool], Callable[[str], bool]]:
+    """``_may_name`` for our host names, and for the ``by`` hosts that continue our chain
+    (ours, a relay, localhost)."""
+    return _may_name(mine), _may_name((*mine, *relays, *_LOCALHOST))
+
+
 def _may_name(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     """A quick test of a Received header's text, false only when none of its words can be a
     ``by`` host matching one of ``patterns`` the way ``host_matches`` does. The host is a
     word (ended by white space, a comment's parenthesis, the ";" before the date or the end
-    of the text) less the ";" and "," around it, lower-cased, without trailing dots; fnmatch's
-    own regular expression for the pattern matches all of it. Text that is not ASCII is not
-    screened (its lower case can depend on context)."""
-    alternatives = []
+    of the text) less the ";" and "," around it, lower-cased, without trailing dots; a plain
+    name must equal it, and fnmatch's own regular expression for a glob match all of it.
+    Text that is not ASCII is not screened (its lower case can depend on context)."""
+    names: list[str] = []
+    globs: list[str] = []
     for p in patterns:
-        rx = fnmatch.translate(p.lower().rstrip("."))
-        if not rx.endswith("\\Z"):
-            return _anything
-        alternatives.append(rx[:-2])
-    if not alternatives:
+        low = p.lower().rstrip(".")
+        if "*" in low or "?" in low or "[" in low:
+            rx = fnmatch.translate(low)
+            if not rx.endswith("\\Z"):
+                return _anything
+            globs.append(rx[:-2])
+        else:
+            names.append(low)
+    if not names and not globs:
         return _nothing
-    word = re.compile(r"(?:^|[\s();,])(?:" + "|".join(alternatives) + r")\.*(?=[\s();,]|$)")
+    word = (re.compile(r"(?:^|[\s();,])(?:" + "|".join(globs) + r")\.*(?=[\s();,]|$)")
+            if globs else None)
 
     def maybe(text: str) -> bool:
         text = text[:_MAX_LEN]
-        return not text.isascii() or word.search(text.lower()) is not None
+        if not text.isascii():
+            return True
+        low = text.lower()
+        end = len(low)
+        for name in names:
+            i = low.find(name)
+            while i >= 0:
+                j = i + len(name)
+                while j < end and low[j] == ".":
+                    j += 1
+                if (i == 0 or _bounds(low[i - 1])) and (j == end or _bounds(low[j])):
+                    return True
+                i = low.find(name, i + 1)
+        return word is not None and word.search(low) is not None
 
     return maybe
+
+
+def _bounds(ch: str) -> bool:
+    """Whether ``ch`` ends a word of a Received header before its ``by`` host is read."""
+    return ch.isspace() or ch in "();,"
 
 
 def _may_hold(name: str | None, text: str) -> bool:
