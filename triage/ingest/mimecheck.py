@@ -39,7 +39,7 @@ def content_type(headers: list[tuple[str, str]], default: str = "text/plain") ->
     """``Message.get_content_type`` for compat32 ASCII headers: the first Content-Type's
     type, lower case; ``default`` without one, text/plain when it has no single "/"."""
     for name, value in headers:
-        if name.lower() == "content-type":
+        if len(name) == 12 and name.lower() == "content-type":
             ctype = value.partition(";")[0].strip().lower()
             return ctype if ctype.count("/") == 1 else "text/plain"
     return default

@@ -173,26 +173,20 @@ _SIMPLE_TOKEN_RE = re.compile(r"\((?:[^()]++|\([^()]*+\))*+\)|[^\s()]+|[()]")
 def _tokens(text: str) -> list[_Tok]:
     """Words and top-level comments, with their positions."""
     masked = _mask_angles(text)
-    toks: list[_Tok] = []
     if "\\" not in masked:
-        split = _split_tokens(text, masked)
-        if split is not None:
-            return split
-        # Usually no comment nests deeper and none is escaped: one pass finds the same
-        # tokens.
-        for m in _SIMPLE_TOKEN_RE.finditer(masked):
-            a, b = m.span()
-            if masked[a] == "(":
-                if b - a == 1:
-                    break  # a parenthesis outside any simple comment
-                toks.append(("comment", text[a + 1 : b - 1].strip(), a, b))
-            elif masked[a] == ")":
-                break
-            else:
-                toks.append(("word", text[a:b], a, b))
-        else:
+        # Usually no comment is escaped and the parentheses are simple: quicker ways find
+        # the same tokens.
+        toks = _split_tokens(text, masked)
+        if toks is None:
+            toks = _simple_tokens(text, masked)
+        if toks is not None:
             return toks
-        toks = []
+    return _general_tokens(text, masked)
+
+
+def _general_tokens(text: str, masked: str) -> list[_Tok]:
+    """Top-level comments as ``_comment_spans`` pairs them, and the words between."""
+    toks: list[_Tok] = []
     pos = 0
     for start, end in [*_comment_spans(masked), (len(text), len(text))]:
         for m in _WORD_RE.finditer(masked, pos, start):
@@ -201,6 +195,23 @@ def _tokens(text: str) -> list[_Tok]:
         if end > start:
             toks.append(("comment", text[start + 1 : end - 1].strip(), start, end))
         pos = end
+    return toks
+
+
+def _simple_tokens(text: str, masked: str) -> list[_Tok] | None:
+    """The tokens when no comment nests more than one level deep and every parenthesis
+    belongs to a comment; None otherwise."""
+    toks: list[_Tok] = []
+    for m in _SIMPLE_TOKEN_RE.finditer(masked):
+        a, b = m.span()
+        if masked[a] == "(":
+            if b - a == 1:
+                return None  # a parenthesis outside any simple comment
+            toks.append(("comment", text[a + 1 : b - 1].strip(), a, b))
+        elif masked[a] == ")":
+            return None
+        else:
+            toks.append(("word", text[a:b], a, b))
     return toks
 
 
