@@ -16,6 +16,7 @@ Each message has a stable key, so a store can remember what it has read and skip
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -139,28 +140,56 @@ def _maildir(root: Path, subfolders: bool, skip: frozenset[str] | set[str]
                 yield RawMessage(entry.path, key, data)
 
 
+# The errors on which Path.is_file/is_dir answer False instead of raising.
+_IGNORED_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
+
+
 def _is_file(entry: os.DirEntry[str]) -> bool:
     """``Path.is_file`` for a directory entry (following symbolic links)."""
     try:
         return entry.is_file()
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in _IGNORED_ERRNOS:
+            raise
+        return False
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """``Path.is_dir`` for a directory entry (following symbolic links)."""
+    try:
+        return entry.is_dir()
+    except OSError as exc:
+        if exc.errno not in _IGNORED_ERRNOS:
+            raise
         return False
 
 
 def _directory(root: Path, recursive: bool, skip: frozenset[str] | set[str]
                ) -> Iterator[RawMessage]:
-    names = sorted(os.listdir(root), key=lambda n: (not _MH_NAME.match(n), _num(n), n))
-    for name in names:
+    with os.scandir(root) as it:
+        entries = {e.name: e for e in it}
+    real_root: str | None = None
+    for name in sorted(entries, key=lambda n: (not _MH_NAME.match(n), _num(n), n)):
         if name.startswith("."):
             continue
+        entry = entries[name]
         p = root / name
-        if p.is_dir():
+        if _is_dir(entry):
             if recursive:
                 yield from iter_messages([p], subfolders=True, skip_keys=skip)
             continue
-        if not p.is_file():
+        if not _is_file(entry):
             continue
-        key = _file_key(p)
+        # The key of _file_key without resolving every path: a file that is not a
+        # symbolic link resolves to the resolved folder joined with its name.
+        st = entry.stat()
+        if entry.is_symlink():
+            resolved = str(p.resolve())
+        else:
+            if real_root is None:
+                real_root = os.path.realpath(root)
+            resolved = os.path.join(real_root, name)
+        key = f"file:{resolved}:{st.st_size}:{st.st_mtime_ns}"
         if key not in skip:
             yield RawMessage(str(p), key, _read(p))
 

@@ -130,11 +130,24 @@ def _header_defects(data: bytes) -> tuple[bytes, list[str]]:
     kinds = []
     if not head.isascii():
         kinds.append("NonASCIIHeaderBytes")
-    if len(head) > _MAX_LINE and max(map(len, head.split(b"\n"))) > _MAX_LINE:
+    if _has_long_line(head):
         kinds.append("HeaderLineTooLong")
     if end < 0 and data:
         kinds.append("NoHeaderBodySeparator")
     return head, kinds
+
+
+def _has_long_line(head: bytes) -> bool:
+    """Whether a line of ``head`` (split at LF) is longer than ``_MAX_LINE``: some window of
+    ``_MAX_LINE + 1`` bytes from a line start holds no LF. Each step jumps to the start of
+    the window's last line."""
+    pos, size = 0, len(head)
+    while size - pos > _MAX_LINE:
+        last = head.rfind(b"\n", pos, pos + _MAX_LINE + 1)
+        if last < 0:
+            return True
+        pos = last + 1
+    return False
 
 
 # One header field as the stdlib's feed parser reads it: a name of printable characters
@@ -277,12 +290,12 @@ def decode_header_value(value: str | None) -> str | None:
     if value is None:
         return None
     text = value
-    if _ENCODED_WORD.search(value):
+    if "=?" in value and _ENCODED_WORD.search(value):
         try:
             text = str(make_header(decode_header(value)))
         except (LookupError, ValueError, UnicodeError, AssertionError):
             text = value
-    return _LINE_BREAK_RE.sub(" ", text).strip()
+    return _LINE_BREAK_RE.sub(" ", text).strip() if "\n" in text else text.strip()
 
 
 _LINE_BREAK_RE = re.compile(r"\s*\r?\n\s*")

@@ -331,6 +331,23 @@ def parse_received(value: str) -> Received | None:
         return None
     text = " ".join(value[:_MAX_LEN].split())  # white space runs as one space, stripped
     clauses, when = _split_date(text)
+    fields = _clauses(clauses)
+    if fields is None:
+        return None
+    helo, rdns, ip, by, queue_id, protocol, for_addr, software, tls, auth = fields
+    return Received(helo, rdns, ip, by, queue_id, protocol, for_addr, when, software, tls,
+                    auth)
+
+
+_Clauses = tuple[str | None, str | None, str | None, str | None, str | None, str | None,
+                 str | None, str | None, bool, str | None]
+
+
+@functools.lru_cache(maxsize=8192)
+def _clauses(clauses: str) -> _Clauses | None:
+    """The fields of a Received header before its date: (helo, rdns, ip, by, queue_id,
+    protocol, for_addr, software, tls, authenticated); None without a from or by clause.
+    Cached: hops without a queue id (fetchmail, local pickup) repeat word for word."""
     toks = _tokens(clauses)
     by_i = _last_word(toks, "by")
     from_i = 0 if toks and toks[0][0] == "word" and toks[0][1].lower() == "from" else None
@@ -342,10 +359,8 @@ def parse_received(value: str) -> Received | None:
     helo, rdns, ip, tls, auth = _read_from(clauses, from_toks, fields)
     get = fields.get
     protocol = get("with")
-    # positional: helo, rdns, ip, by, queue_id, protocol, for_addr, date, software, tls,
-    # authenticated
-    return Received(helo, rdns, ip, get("by"), get("id"), protocol, get("for"), when,
-                    get("software"), tls or _tls_protocol(protocol), auth)
+    return (helo, rdns, ip, get("by"), get("id"), protocol, get("for"), get("software"),
+            tls or _tls_protocol(protocol), auth)
 
 
 def _last_word(toks: Sequence[_Tok], word: str) -> int | None:
