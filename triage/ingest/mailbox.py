@@ -98,7 +98,7 @@ def message_keys(paths: Iterable[str | Path], *, subfolders: bool = False) -> It
 
 def _read(path: Path) -> bytes:
     try:
-        with path.open("rb") as fh:
+        with open(path, "rb", buffering=0) as fh:
             return fh.read()
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", file=path) from exc
@@ -133,7 +133,7 @@ def _maildir(root: Path, subfolders: bool, skip: frozenset[str] | set[str]
                 if key in skip or not _is_file(entry):
                     continue
                 try:
-                    with open(entry.path, "rb") as fh:
+                    with open(entry.path, "rb", buffering=0) as fh:  # one read, no buffer
                         data = fh.read()
                 except OSError:
                     continue  # moved by a client (new/ -> cur/) while we were reading
