@@ -16,22 +16,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+# the sibling script (run as a script, this folder is on sys.path)
+from scan_bench import timed
+
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
-
-
-def timed(cmd: list[str]) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd[:4])} failed: {proc.stderr.decode()[-2000:]}")
-    return wall
 
 
 def main() -> None:

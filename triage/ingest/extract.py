@@ -10,6 +10,7 @@ overhead is paid a few times per chunk instead of hundreds.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import cast
 
@@ -192,8 +193,9 @@ def _plan(name: str) -> _KindPlan:
     if not kind.pattern.startswith("^"):
         raise ValueError(f"line kind {name}: pattern must be anchored with ^")
     pattern = "^(?P<_m>)" + kind.pattern[1:]
-    probe = pl.DataFrame({"m": [""]}).select(pl.col("m").str.extract_groups(pattern))
-    fields = tuple(f.name for f in cast(pl.Struct, probe.schema["m"]).fields)
+    # extract_groups names its struct fields after the groups, in group order
+    groups = re.compile(pattern).groupindex
+    fields = tuple(sorted(groups, key=groups.__getitem__))
     extract = [pl.col("msg").str.extract_groups(pattern).alias("_g")]
     if kind.text_tail:
         extract.append(pl.col("msg").str.replace(pattern, "", literal=False, n=1)

@@ -20,7 +20,7 @@ import errno
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -146,23 +146,21 @@ _IGNORED_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELO
 
 def _is_file(entry: os.DirEntry[str]) -> bool:
     """``Path.is_file`` for a directory entry (following symbolic links)."""
-    try:
-        return entry.is_file()
-    except OSError as exc:
-        if exc.errno not in _IGNORED_ERRNOS:
-            raise
-        return False
+    return _entry_test(entry.is_file)
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
     """``Path.is_dir`` for a directory entry (following symbolic links)."""
+    return _entry_test(entry.is_dir)
+
+
+def _entry_test(test: Callable[[], bool]) -> bool:
     try:
-        return entry.is_dir()
+        return test()
     except OSError as exc:
         if exc.errno not in _IGNORED_ERRNOS:
             raise
         return False
-
 
 def _directory(root: Path, recursive: bool, skip: frozenset[str] | set[str]
                ) -> Iterator[RawMessage]:
