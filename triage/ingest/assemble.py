@@ -92,6 +92,10 @@ MESSAGE_SCHEMA = pl.Schema({
     "orig_queue_id": _S, "dkim_domains": pl.List(_S), "dmarc_domain": _S, "n_sent": _I,
     "n_deferred": _I, "n_bounced": _I, "reject_reason": _S, "session_id": _S})
 assert list(SESSION_SCHEMA) == SESSION_COLUMNS and list(MESSAGE_SCHEMA) == MESSAGE_COLUMNS
+_MESSAGE_KEY = ["host", "instance", "queue_id"]
+# the order of emitted rows (within each batch's): sessions by start, messages by first line
+_SESSION_ORDER = ["connect_time", "host", "pid", "first_line"]
+_MESSAGE_ORDER = ["first_seen", *_MESSAGE_KEY, "last_seen"]
 
 
 @dataclass
@@ -244,6 +248,32 @@ def _merge_messages(parts: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _number_runs(keys: pl.DataFrame) -> pl.DataFrame:
+    """Incarnation numbers (``_n``) of the closed messages ``keys`` (key, last_seen, and the
+    remembered ``_n`` and ``_end`` of the id, or nulls), when an id may close more than once
+    in the batch; rows come back by id, with ``_row`` (batch order) and ``_more`` (a later
+    row of the same id follows)."""
+    # Rows of one id next to each other, in batch order, compared with the row before: no
+    # window expressions (those cost ~10 us per group).
+    keys = keys.with_row_index("_row").sort(*_MESSAGE_KEY, "_row")
+    same = pl.lit(True)
+    for c in _MESSAGE_KEY:
+        same = same & pl.col(c).eq_missing(pl.col(c).shift(1))
+    end = pl.col("last_seen")
+    # the previous incarnation: the one before in this batch, else the remembered one
+    prev = pl.when(same).then(end.shift(1)).otherwise(pl.col("_end"))
+    restart = prev.is_null() | (end - prev > RECENT)
+    # A run starts at each id's first row and at each restart: it counts up from 0, or from
+    # the remembered number + 1 when it continues that.
+    start = restart | ~same
+    pos = pl.int_range(pl.len(), dtype=pl.Int64)
+    return keys.with_columns(
+        (pos - pl.when(start).then(pos).forward_fill()
+         + pl.when(start).then(pl.when(restart).then(0).otherwise(pl.col("_n") + 1))
+         .forward_fill()).alias("_n"),
+        same.shift(-1, fill_value=False).alias("_more"))
+
+
 def _message_status() -> pl.Expr:
     return (pl.when(pl.col("rejected")).then(pl.lit("rejected"))
             .when(pl.col("expired")).then(pl.lit("expired"))
@@ -271,8 +301,9 @@ class Assembler:
     links: pl.DataFrame | None = None
     recent_qids: pl.DataFrame | None = None
     session_links: pl.DataFrame | None = None
-    recent_closed: dict[tuple[str, str | None, str], tuple[int, datetime]] = field(
-        default_factory=dict)
+    _spf_cache: pl.DataFrame | None = field(default=None, init=False, repr=False)
+    recent_closed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
+        schema={"host": _S, "instance": _S, "queue_id": _S, "_n": _I, "_end": _T}))
 
     def feed(self, kinds: KindFrames) -> Tables:
         """Take one batch of events (per kind, one file, in time order)."""
@@ -335,27 +366,27 @@ class Assembler:
             pl.coalesce("connect_time", "first_time").alias("connect_time"),
         ).with_columns(session_id(pl.col("host"), pl.col("pid"), pl.col("connect_time"))
                        .alias("session_id"))
-        return self._session_spf(closed).pipe(conform, SESSION_SCHEMA)
+        # one order for every run: by start, then smtpd process and first line
+        return self._session_spf(closed).sort(_SESSION_ORDER).pipe(conform, SESSION_SCHEMA)
 
     def _session_spf(self, closed: pl.DataFrame) -> pl.DataFrame:
         """policyd-spf's result for each session: its latest result for the session's client
         address between connect and disconnect (it logs no pid or queue id of smtpd)."""
-        if self.spf is None or self.spf.height == 0 or closed.height == 0:
+        table = self._spf_table()
+        if table is None or closed.height == 0:
             return closed.with_columns(pl.lit(None, pl.String).alias("spf_result"))
-        spf = (self.spf.sort("identity_rank", "time")
-               .unique(["host", "client_ip", "time"], keep="last").sort("time")
-               .select("host", "client_ip", pl.col("time").alias("spf_time"),
-                       pl.col("result").alias("spf_result"), pl.col("helo").alias("spf_helo")))
+        spf = table.select("host", "client_ip", pl.col("time").alias("spf_time"),
+                           pl.col("result").alias("spf_result"), pl.col("helo").alias("spf_helo"))
         end = pl.coalesce("disconnect_time", "last_time")
-        left = closed.with_row_index("_row").with_columns(end.alias("_end")).sort("_end")
+        left = closed.with_columns(end.alias("_end")).sort("_end")
         joined = left.join_asof(spf, left_on="_end", right_on="spf_time",
                                 by=["host", "client_ip"], strategy="backward",
                                 check_sortedness=False)
         inside = pl.col("spf_time") >= pl.col("connect_time")
-        return joined.sort("_row").with_columns(
+        return joined.with_columns(
             pl.when(inside).then(pl.col("spf_result")).alias("spf_result"),
             pl.coalesce("helo", pl.when(inside).then(pl.col("spf_helo"))).alias("helo"),
-        ).drop("_row", "_end", "spf_time", "spf_helo")
+        ).drop("_end", "spf_time", "spf_helo")
 
     # -- messages
     def _messages(self, kinds: KindFrames | None, final: bool) -> pl.DataFrame | None:
@@ -381,9 +412,8 @@ class Assembler:
     def _emit(self, closed: pl.DataFrame | None) -> pl.DataFrame:
         if closed is None or closed.height == 0:
             return _empty_messages()
-        closed = closed.sort("first_seen")
-        out = closed.with_columns(pl.Series("incarnation", self._incarnations(closed),
-                                            dtype=pl.Int64))
+        # One order for every run: by first line, then the key (the joins below keep it).
+        out = self._with_incarnations(closed.sort(_MESSAGE_ORDER))
         out = self._attach_parents(out)
         out = self._attach_spf(out)
         out = self._attach_milters(out)
@@ -395,37 +425,57 @@ class Assembler:
             .alias("origin"),
         ).pipe(conform, MESSAGE_SCHEMA)
 
-    def _incarnations(self, closed: pl.DataFrame) -> list[int]:
-        """Number each (host, instance, queue id) that ended within RECENT: 0, 1, 2 ..."""
-        out = []
+    def _with_incarnations(self, closed: pl.DataFrame) -> pl.DataFrame:
+        """Number each (host, instance, queue id) that ended within RECENT of the previous
+        one's end: 0, 1, 2 ... ``closed`` is in first_seen order; ``recent_closed`` holds
+        the number and end of each id's latest incarnation, one row per id."""
         recent = self.recent_closed
-        for host, inst, qid, last_seen in closed.select(
-                "host", "instance", "queue_id", "last_seen").iter_rows():
-            key = (host, inst, qid)
-            prev = recent.get(key)
-            n = 0 if prev is None or cast(datetime, last_seen) - prev[1] > RECENT else prev[0] + 1
-            recent[key] = (n, last_seen)
-            out.append(n)
-        if len(recent) > 50_000:  # keep the memory bounded: forget ids that ended long ago
+        qids = closed["queue_id"]
+        hit = recent["queue_id"].is_in(qids.unique().implode())
+        touched = recent.filter(hit)
+        keys = closed.select(*_MESSAGE_KEY, "last_seen")
+        if touched.height:
+            keys = keys.join(touched, on=_MESSAGE_KEY, how="left", nulls_equal=True,
+                             maintain_order="left")
+        else:
+            keys = keys.with_columns(pl.lit(None, pl.Int64).alias("_n"),
+                                     pl.lit(None, _T).alias("_end"))
+        end = pl.col("last_seen")
+        if qids.is_duplicated().any():
+            keys = _number_runs(keys)
+            n = keys.sort("_row")["_n"]
+            latest = keys.filter(~pl.col("_more"))
+        else:  # each id once in this batch (the usual case)
+            restart = pl.col("_end").is_null() | (end - pl.col("_end") > RECENT)
+            latest = keys.with_columns(pl.when(restart).then(0).otherwise(pl.col("_n") + 1)
+                                       .alias("_n"))
+            n = latest["_n"]
+        latest = latest.select(*_MESSAGE_KEY, "_n", end.alias("_end"))
+        recent = pl.concat([recent.filter(~hit), touched.join(
+            latest, on=_MESSAGE_KEY, how="anti", nulls_equal=True), latest])
+        if recent.height > 50_000:  # keep the memory bounded: forget ids that ended long ago
             newest = cast(datetime, closed["last_seen"].max())
-            for key in [k for k, v in recent.items() if newest - v[1] > RECENT]:
-                del recent[key]
-        return out
+            recent = recent.filter(newest - pl.col("_end") <= RECENT)
+        self.recent_closed = recent
+        return closed.with_columns(n.alias("incarnation"))
 
     def _attach_parents(self, msgs: pl.DataFrame) -> pl.DataFrame:
+        """``msgs`` is in first_seen order (the as-of joins here keep it)."""
         parent = pl.col("orig_queue_id")
+        links = None
         if self.links is not None and self.links.height:
+            links = self.links.filter(pl.col("child").is_in(msgs["queue_id"].implode()))
+        if links is not None and links.height:
             # The link nearest in time to the message's first line: a reused queue id may
             # have had another parent hours before.
-            links = (self.links.sort("time")
+            links = (links.sort("time")
                      .select("host", pl.col("child").alias("queue_id"),
                              pl.col("time").alias("link_time"),
                              pl.col("parent").alias("link_parent"), "link_kind"))
-            left = msgs.with_row_index("_row").sort("first_seen")
-            msgs = left.join_asof(links, left_on="first_seen", right_on="link_time",
+            msgs = msgs.join_asof(links, left_on="first_seen", right_on="link_time",
                                   by=["host", "queue_id"], strategy="nearest",
                                   tolerance=LINK_TOLERANCE, check_sortedness=False
-                                  ).sort("_row").drop("_row", "link_time")
+                                  ).drop("link_time")
             parent = pl.coalesce("orig_queue_id", "link_parent")
         else:
             msgs = msgs.with_columns(pl.lit(None, pl.String).alias("link_kind"))
@@ -434,34 +484,50 @@ class Assembler:
         return out.with_columns(pl.when(pl.col("parent_queue_id") != pl.col("queue_id"))
                                 .then(pl.col("parent_queue_id")).alias("parent_queue_id"))
 
+    def _spf_table(self) -> pl.DataFrame | None:
+        """The buffered policyd-spf results, one per (host, client address, time) (the
+        mailfrom identity's if both were logged), in time order; built once per batch."""
+        if self._spf_cache is None:
+            if self.spf is None or self.spf.height == 0:
+                return None
+            self._spf_cache = (
+                self.spf.sort("time", "identity_rank", maintain_order=True)
+                .unique(["host", "client_ip", "time"], keep="last", maintain_order=True)
+                .select("host", "client_ip", "time", "result", "helo"))
+        return self._spf_cache
+
     def _attach_spf(self, msgs: pl.DataFrame) -> pl.DataFrame:
-        if self.spf is None or self.spf.height == 0:
+        """``msgs`` is in first_seen order (the as-of join keeps it)."""
+        table = self._spf_table()
+        if table is None:
             return msgs.with_columns(pl.lit(None, pl.String).alias("spf_result"))
-        spf = (self.spf.sort("identity_rank", "time")
-               .unique(["host", "client_ip", "time"], keep="last").sort("time")
-               .select("host", "client_ip", "time", pl.col("result").alias("spf_result"),
-                       pl.col("helo").alias("spf_helo")))
-        left = msgs.with_row_index("_row").sort("first_seen")
-        joined = left.join_asof(spf, left_on="first_seen", right_on="time",
+        spf = table.select("host", "client_ip", "time", pl.col("result").alias("spf_result"),
+                           pl.col("helo").alias("spf_helo"))
+        joined = msgs.join_asof(spf, left_on="first_seen", right_on="time",
                                 by=["host", "client_ip"], strategy="backward",
                                 tolerance=SPF_TOLERANCE, check_sortedness=False)
-        return joined.sort("_row").with_columns(
-            pl.coalesce("helo", "spf_helo").alias("helo")).drop("_row", "time", "spf_helo")
+        return joined.with_columns(pl.coalesce("helo", "spf_helo").alias("helo")).drop(
+            "time", "spf_helo")
 
     def _attach_milters(self, msgs: pl.DataFrame) -> pl.DataFrame:
-        if self.milter is None or self.milter.height == 0:
+        milter = None
+        if self.milter is not None and self.milter.height:
+            # only the results of these messages (the buffer holds an hour and more)
+            milter = self.milter.filter(pl.col("queue_id").is_in(msgs["queue_id"].implode()))
+        if milter is None or milter.height == 0:
             return msgs.with_columns(pl.lit(None, pl.String).alias("dkim_result"),
                                      pl.lit(None, pl.List(pl.String)).alias("dkim_domains"),
                                      pl.lit(None, pl.String).alias("dmarc_result"),
                                      pl.lit(None, pl.String).alias("dmarc_domain"))
-        agg = self.milter.group_by("host", "queue_id").agg(
+        agg = milter.group_by("host", "queue_id").agg(
             pl.col("dkim_rank").max(),
             pl.col("dkim_domain").drop_nulls().unique(maintain_order=True).alias("dkim_domains"),
-            _last("dmarc_result"), _last("dmarc_domain"),
+            pl.col("dmarc_result").last(ignore_nulls=True),
+            pl.col("dmarc_domain").last(ignore_nulls=True),
         ).with_columns(pl.col("dkim_rank").replace_strict(_DKIM_NAME, default=None,
                                                           return_dtype=pl.String)
                        .alias("dkim_result")).drop("dkim_rank")
-        return msgs.join(agg, on=["host", "queue_id"], how="left")
+        return msgs.join(agg, on=["host", "queue_id"], how="left", maintain_order="left")
 
     # -- windows of SPF results, milter results and hop links
     def _buffers(self, kinds: KindFrames) -> None:
@@ -486,6 +552,7 @@ class Assembler:
             "host", pl.col("next_queue_id").alias("child"), pl.col("queue_id").alias("parent"),
             "time", pl.col("kind").alias("link_kind"))
         self.spf = _append(self.spf, spf)
+        self._spf_cache = None
         self.milter = _append(self.milter, milter)
         self.links = _append(self.links, links)
         qids = kinds.pick(["client", "pickup", "message_id"], ["host", "queue_id", "time"]).select(
@@ -516,6 +583,7 @@ class Assembler:
             frame = getattr(self, name)
             if frame is not None:
                 setattr(self, name, frame.filter(cond))
+        self._spf_cache = None
 
     def _deliveries(self, kinds: KindFrames) -> pl.DataFrame:
         """Delivery rows; ``hop`` marks a hand-over to a queue file in this same log (content
@@ -526,17 +594,16 @@ class Assembler:
         # The next queue file must have been created while this delivery was under way (its
         # client= or pickup line falls within the delivery's delay): a remote server's own
         # "queued as" id that happens to equal one of ours is not a hop.
-        known = self.recent_qids.group_by("host", "queue_id").agg(
-            pl.col("time").alias("_created")).rename({"queue_id": "next_queue_id"})
+        created = self.recent_qids.select("host", pl.col("queue_id").alias("next_queue_id"),
+                                          pl.col("time").alias("_created"))
         slack = pl.duration(seconds=60)
         start = pl.col("time") - pl.duration(seconds=pl.col("delay").fill_null(0)) - slack
-        rows = out.with_row_index("_row")
-        cand = rows.select("_row", "host", "next_queue_id", "time", "delay").join(
-            known, on=["host", "next_queue_id"]).explode("_created").filter(
-            pl.col("_created").is_between(start, pl.col("time") + slack))
-        hops = cand.select("_row").unique().with_columns(pl.lit(True).alias("hop"))
-        return rows.join(hops, on="_row", how="left").with_columns(
-            pl.col("hop").fill_null(False)).drop("_row")
+        rows = out.select("host", "next_queue_id", "time", "delay").with_row_index("_row")
+        hops = rows.filter(pl.col("next_queue_id").is_not_null()).join(
+            created, on=["host", "next_queue_id"]).filter(
+            pl.col("_created").is_between(start, pl.col("time") + slack))["_row"]
+        return out.with_columns(pl.int_range(pl.len()).is_in(hops.cast(pl.Int64).implode())
+                                .alias("hop"))
 
 
 def _append(old: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
