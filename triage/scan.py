@@ -159,7 +159,8 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
                     [(role, folder, seen[str(folder.resolve())]) for role, folder in todo],
                     list(cfg.my_hostnames), cfg.trusted_relays, report)
             try:
-                hosts = _read_logs(inputs, opts, gen.add, report, result)
+                hosts = _read_logs(inputs, opts, gen.add, report, result,
+                                   want_hosts=not cfg.my_hostnames)
             except BaseException:
                 if background is not None:
                     background.stop()
@@ -200,10 +201,11 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
 
 
 def _read_options(cfg: Config) -> ReadOptions:
-    from triage.ingest.maillog import ReadOptions
+    from triage.ingest.maillog import SCAN_CHUNK_BYTES, ReadOptions, chunk_bytes_setting
 
     return ReadOptions(year=cfg.log_year, timezone=cfg.log_timezone,
-                       rule_id_pattern=cfg.rule_id_pattern)
+                       rule_id_pattern=cfg.rule_id_pattern,
+                       chunk_bytes=chunk_bytes_setting(SCAN_CHUNK_BYTES))
 
 
 def _my_hostnames(cfg: Config, hosts: set[str], store: Store) -> list[str]:
@@ -238,8 +240,11 @@ def _rule_steps(cfg: Config, store: Store, result: ScanResult, now: datetime | N
 
 def _read_logs(inputs: Sequence[LogInput], opts: ReadOptions,
                add: Callable[[str, pl.DataFrame], None], report: Progress,
-               result: ScanResult) -> set[str]:
-    """Parse the unread parts of the logs into the four log tables; return the log's hosts."""
+               result: ScanResult, want_hosts: bool = True) -> set[str]:
+    """Parse the unread parts of the logs into the four log tables; return the log's hosts
+    (``want_hosts``: they name our hosts when the config does not)."""
+    import polars as pl
+
     from triage.ingest.assemble import Assembler
     from triage.ingest.logtables import batched
     from triage.ingest.maillog import ReadStats
@@ -257,8 +262,10 @@ def _read_logs(inputs: Sequence[LogInput], opts: ReadOptions,
             add(name, getattr(tables, name))
         if chunk.unparsed.height:
             result.unparsed.update(chunk.unparsed.get_column("reason").to_list())
-        for frame in chunk.kinds.frames.values():
-            hosts.update(frame.get_column("host").unique().drop_nulls().to_list())
+        if want_hosts and chunk.kinds.frames:
+            # one concatenation per batch: a unique() per kind frame costs a query each
+            column = pl.concat([f.get_column("host") for f in chunk.kinds.frames.values()])
+            hosts.update(column.unique().drop_nulls().to_list())
     tables = asm.finish()
     add("sessions", tables.sessions)
     add("messages", tables.messages)

@@ -286,29 +286,48 @@ class Generation:
             self._flush(table)
 
     def _flush(self, table: str) -> None:
+        buf = self._buffer.pop(table, [])
+        if buf:
+            self._parts += 1
+            self._write_part(table, buf, self._parts)
+
+    def _write_part(self, table: str, buf: list[pl.DataFrame], number: int) -> None:
         import polars as pl
 
-        buf = self._buffer.pop(table, [])
-        if not buf:
-            return
         frame = pl.concat(buf, how="diagonal_relaxed")
         weeks = frame.select(pl.col(TABLES[table]).dt.strftime("%G-W%V").fill_null(NO_WEEK)
                              .alias("_week"))["_week"]
         frame = frame.with_columns(weeks)
-        self._parts += 1
         for (week,), part in frame.group_by("_week"):
             self.weeks.add(str(week))
             directory = self.store.root / "history" / table / f"week={week}"
             directory.mkdir(parents=True, exist_ok=True)
             _write_parquet(part.drop("_week"),
-                           directory / f"g{self.number:08d}-{self._parts:04d}.parquet")
+                           directory / f"g{self.number:08d}-{number:04d}.parquet")
+
+    def _flush_all(self) -> None:
+        """Write every buffered table, two at a time (polars writes without the GIL)."""
+        jobs = []
+        for table in list(self._buffer):
+            buf = self._buffer.pop(table)
+            if buf:
+                self._parts += 1
+                jobs.append((table, buf, self._parts))
+        if len(jobs) < 2:
+            for job in jobs:
+                self._write_part(*job)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for future in [pool.submit(self._write_part, *job) for job in jobs]:
+                future.result()
 
     def commit(self, cursors: list[Cursor], seen: Mapping[str, set[str]],
                scan: dict[str, Any]) -> State:
         """Make this generation the history: the state file's rename is the commit point."""
         root = self.store.root
-        for table in list(self._buffer):
-            self._flush(table)
+        self._flush_all()
         (root / "seen").mkdir(parents=True, exist_ok=True)
         seen_name = f"seen/g{self.number:08d}.json.gz"
         keys = {folder: sorted(k) for folder, k in sorted(seen.items())}
