@@ -44,17 +44,22 @@ class KindFrames:
     def time_range(self) -> tuple[datetime, datetime] | None:
         """(first, last) event time, or None without events; computed once per instance
         (the reader and the assembler ask several times per batch)."""
-        key = tuple(id(f) for f in self.frames.values())
+        key = self._span_key()
         if self._span is not None and self._span[0] == key:
             return self._span[1]
-        parts = [f.select(pl.col("time").min().alias("lo"), pl.col("time").max().alias("hi"))
-                 for f in self.frames.values() if f.height]
-        span = None
-        if parts:
-            both = pl.concat(parts)
-            span = (cast(datetime, both["lo"].min()), cast(datetime, both["hi"].max()))
+        span = _combine([_series_span(f.get_column("time")) for f in self.frames.values()
+                         if f.height])
         self._span = (key, span)
         return span
+
+    def _span_key(self) -> tuple[int, ...]:
+        return tuple(id(f) for f in self.frames.values())
+
+    def _cached_span(self) -> tuple[bool, tuple[datetime, datetime] | None]:
+        """(known, span): the time range if already computed for the current frames."""
+        if self._span is not None and self._span[0] == self._span_key():
+            return True, self._span[1]
+        return False, None
 
     def filter(self, predicate: pl.Expr) -> KindFrames:
         return KindFrames({k: f.filter(predicate) for k, f in self.frames.items()}, self.file)
@@ -86,5 +91,24 @@ class KindFrames:
         if len(parts) == 1:
             return parts[0]
         kinds = dict.fromkeys(k for p in parts for k in p.frames)
-        return KindFrames({k: pl.concat([p.frames[k] for p in parts if k in p.frames])
-                           for k in kinds}, parts[0].file)
+        out = KindFrames({k: pl.concat([p.frames[k] for p in parts if k in p.frames])
+                          for k in kinds}, parts[0].file)
+        # the parts' time ranges (the reader asks for each chunk's) give the whole one
+        spans = [p._cached_span() for p in parts]
+        if all(known for known, _ in spans):
+            out._span = (out._span_key(), _combine([s for _, s in spans if s is not None]))
+        return out
+
+
+def _series_span(times: pl.Series) -> tuple[datetime | None, datetime | None]:
+    return cast("datetime | None", times.min()), cast("datetime | None", times.max())
+
+
+def _combine(spans: Sequence[tuple[datetime | None, datetime | None]]
+             ) -> tuple[datetime, datetime] | None:
+    """The range covering ``spans`` (null ends are ignored, as polars' min and max do)."""
+    if not spans:
+        return None
+    los = [lo for lo, _ in spans if lo is not None]
+    his = [hi for _, hi in spans if hi is not None]
+    return cast(tuple[datetime, datetime], (min(los) if los else None, max(his) if his else None))
