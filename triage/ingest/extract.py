@@ -2,7 +2,9 @@
 
 Each line's candidate kinds come from (program, daemon, first word of the message); lines are
 grouped by their candidate list, and each group runs its first candidate's regular expression.
-Lines it does not match try the next candidate in a further round. All groups of a round are
+Lines it does not match try the next candidate in a further round (a kind with a ``fast``
+pattern is two candidates: the fast pattern, then the full one for the lines it leaves). All
+groups of a round are
 collected together (``pl.collect_all``), so polars runs them in parallel and the per-operation
 overhead is paid a few times per chunk instead of hundreds.
 """
@@ -95,44 +97,59 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
                        nulls_equal=True).drop("word")
     by_id = {v: k for k, v in tuples.items()}
     empty = frame.clear().drop("cset")
-    pending = [(part, by_id[int(cast(int, key[0]))], 0) for key, part in
-               frame.partition_by("cset", include_key=False, as_dict=True).items()]
+    pending = [(part, _steps(by_id[int(cast(int, key[0]))]), 0, n) for n, (key, part) in
+               enumerate(frame.partition_by("cset", include_key=False, as_dict=True).items())]
     del frame
     found: dict[str, list[pl.DataFrame]] = {}
-    unknown: list[pl.DataFrame] = []
+    # Kinds and unrecognised parts are put in the order one pattern per candidate kind gives
+    # (candidate index, then part), whatever fast patterns ran: the output does not depend on
+    # which lines a fast pattern took.
+    first: dict[str, tuple[int, int]] = {}
+    unknown: list[tuple[tuple[int, int], pl.DataFrame]] = []
     while pending:
-        unknown.extend(p[0] for p in pending if p[2] >= len(p[1]))
+        unknown.extend(((steps[-1][2] + 1 if steps else 0, n), part)
+                       for part, steps, i, n in pending if i >= len(steps))
         pending = [p for p in pending if p[2] < len(p[1])]
         if not pending:
             break
-        results = pl.collect_all([part.lazy().with_columns(_plan(cands[i]).extract)
-                                  .with_columns(_HIT) for part, cands, i in pending],
-                                 **_COLLECT)
+        results = pl.collect_all([part.lazy().with_columns(_plan(*steps[i][:2]).extract)
+                                  .with_columns(_plan(*steps[i][:2]).hit)
+                                  for part, steps, i, _ in pending], **_COLLECT)
         tried, pending = pending, []
-        for (part, cands, i), res in zip(tried, results, strict=True):
+        for (part, steps, i, n), res in zip(tried, results, strict=True):
             hit = res.get_column("_hit")
             n_hit = int(hit.sum())
-            if n_hit == res.height:
-                found.setdefault(cands[i], []).append(res)
-                continue
+            name, _, j = steps[i]
             if n_hit:
-                found.setdefault(cands[i], []).append(res.filter(hit))
-            pending.append((part.filter(~hit), cands, i + 1))
-    names = list(found)
+                found.setdefault(name, []).append(res if n_hit == res.height
+                                                  else res.filter(hit))
+                first[name] = min(first.get(name, (j, n)), (j, n))
+            if n_hit < res.height:
+                pending.append((part.filter(~hit), steps, i + 1, n))
+    names = sorted(found, key=first.__getitem__)
     plans = []
     for name in names:
         parts = found[name]
         got = pl.concat(parts).sort("line_no") if len(parts) > 1 else parts[0]
         plans.append(_plan(name).finish(got.lazy(), rule_id_pattern))
     events = dict(zip(names, pl.collect_all(plans, **_COLLECT), strict=True)) if plans else {}
-    unknown_df = pl.concat(unknown) if unknown else empty
+    unknown.sort(key=lambda u: u[0])
+    unknown_df = pl.concat([u[1] for u in unknown]) if unknown else empty
     return events, unknown_df
+
+
+@functools.cache
+def _steps(cands: tuple[str, ...]) -> tuple[tuple[str, bool, int], ...]:
+    """The patterns to try, in order, for a line with these candidate kinds: (kind, fast,
+    index of the kind in ``cands``), a kind's fast pattern first."""
+    return tuple(step for j, name in enumerate(cands) for step in
+                 ([(name, True, j)] if _KIND_BY_NAME[name].fast else []) + [(name, False, j)])
 
 
 _MILTER_LIST = sorted(MILTER_PROGRAMS)
 # the pattern's empty first group is "" on a match and null otherwise; counted in the plan
 # (a Series' struct.field / is_not_null each pay a whole query's overhead, ~0.3 ms a call)
-_HIT = pl.col("_g").struct.field("_m").is_not_null().alias("_hit")
+_MATCHED = pl.col("_g").struct.field("_m").is_not_null()
 # These plans are a projection or two each: the in-memory engine with the optimisations an
 # eager call gets saves about 0.3 ms of planning per plan (about 10 ms per block of lines).
 _COLLECT: dict = {"engine": "in-memory", "optimizations": pl.QueryOptFlags.none()}
@@ -149,6 +166,7 @@ class _KindPlan:
     kind: lk.LineKind
     extract: list[pl.Expr]  # msg -> struct "_g" of the pattern's groups (with the match
     # marker _m), and for text_tail kinds "_rest", the message after the pattern's match
+    hit: list[pl.Expr]  # then "_hit", whether the line is of this kind (and any fix-up of _g)
     fields: tuple[str, ...]
 
     def finish(self, got: pl.LazyFrame, rule_id_pattern: str) -> pl.LazyFrame:
@@ -193,20 +211,34 @@ class _KindPlan:
         return fields
 
 
-@functools.cache
-def _plan(name: str) -> _KindPlan:
-    kind = _KIND_BY_NAME[name]
-    if not kind.pattern.startswith("^"):
-        raise ValueError(f"line kind {name}: pattern must be anchored with ^")
-    pattern = "^(?P<_m>)" + kind.pattern[1:]
+def _fields(pattern: str) -> tuple[str, ...]:
     # extract_groups names its struct fields after the groups, in group order
     groups = re.compile(pattern).groupindex
-    fields = tuple(sorted(groups, key=groups.__getitem__))
+    return tuple(sorted(groups, key=groups.__getitem__))
+
+
+@functools.cache
+def _plan(name: str, fast: bool = False) -> _KindPlan:
+    """The plan of a kind's pattern, or (``fast``) of its fast pattern: the same fields."""
+    kind = _KIND_BY_NAME[name]
+    source = kind.fast if fast else kind.pattern
+    if not source.startswith("^"):
+        raise ValueError(f"line kind {name}: pattern must be anchored with ^")
+    pattern = "^(?P<_m>)" + source[1:]
+    fields = _fields(pattern)
+    if fast and fields != _fields("^(?P<_m>)" + kind.pattern[1:]):
+        raise ValueError(f"line kind {name}: the fast pattern's groups differ from the pattern's")
     extract = [pl.col("msg").str.extract_groups(pattern).alias("_g")]
     if kind.text_tail:
         extract.append(pl.col("msg").str.replace(pattern, "", literal=False, n=1)
                        .alias("_rest"))
-    return _KindPlan(kind, extract, fields)
+    hit = [_MATCHED.alias("_hit")]
+    if fast and kind.fast_suffix:
+        group, suffix = kind.fast_suffix
+        value = pl.col("_g").struct.field(group)
+        hit = [(_MATCHED & (value.is_null() | value.str.ends_with(suffix))).alias("_hit"),
+               pl.col("_g").struct.with_fields(pl.field(group).str.strip_suffix(suffix))]
+    return _KindPlan(kind, extract, hit, fields)
 
 
 # The from/to/proto/helo tail of a reject text: found by an unanchored search (the leftmost

@@ -19,8 +19,39 @@ from dataclasses import dataclass
 QID_RE = r"[0-9A-F]{5,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}"
 QID = rf"(?P<queue_id>{QID_RE})"
 QID_OR_NOQUEUE = rf"(?P<queue_id>{QID_RE}|NOQUEUE)"
+
+
+def qid_onepass(noqueue: bool = False) -> str:
+    """QID_RE (or NOQUEUE too) with no ambiguity: the same strings, read as a trie over the
+    characters both alphabets share ([0-9BCDF]) that branches at the first character only one
+    of them has. The regex crate reads captures of such a pattern with its one-pass DFA."""
+    hex_, b52 = "[0-9A-F]", "[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]"
+    common, b52_only, b52_only_not_n = ("[0-9BCDF]", "[G-HJ-NP-TV-Zb-df-hj-np-tv-z]",
+                                        "[G-HJ-MP-TV-Zb-df-hj-np-tv-z]")
+
+    def more(cls: str, have: int, need: int) -> str:
+        return f"{cls}{{{need - have},}}" if need > have else f"{cls}*"
+
+    def level(k: int) -> str:  # k shared characters read so far
+        if k == 10:  # long enough for both alphabets
+            return f"{common}*(?:[AE]{hex_}*|{b52_only}{b52}*)?"
+        alts = [f"{common}{level(k + 1)}", f"[AE]{more(hex_, k + 1, 5)}"]
+        if noqueue and k == 0:
+            alts += [f"N(?:OQUEUE|{more(b52, 1, 10)})", f"{b52_only_not_n}{more(b52, 1, 10)}"]
+        else:
+            alts.append(f"{b52_only}{more(b52, k + 1, 10)}")
+        return "(?:" + "|".join(alts) + ")" + ("?" if k >= 5 else "")
+
+    return level(0)
+
+
+QID_FAST = rf"(?P<queue_id>{qid_onepass()})"
+QID_OR_NOQUEUE_FAST = rf"(?P<queue_id>{qid_onepass(noqueue=True)})"
 # name[address] with an optional :port (smtpd_client_port_logging). The name may be "unknown".
 CLIENT = r"(?P<client_name>[^\[ \t]*)\[(?P<client_ip>[^\] \t]*)\](?::(?P<client_port>[0-9]+))?"
+# CLIENT without its optional port, for the one-pass patterns (which factor ":port" with what
+# follows it)
+CLIENT_FAST = r"(?P<client_name>[^\[ \t]*)\[(?P<client_ip>[^\] \t]*)\]"
 PS_CLIENT = r"\[(?P<client_ip>[^\] \t]*)\]:(?P<client_port>[0-9]+)"
 STAGE = r"(?P<stage>CONNECT|EHLO|HELO|MAIL|RCPT|VRFY|ETRN|DATA|BDAT|END-OF-MESSAGE|[A-Z-]+)"
 # The from/to/proto/helo tail of smtpd and postscreen (comma-separated) reject lines. The HELO
@@ -101,6 +132,18 @@ class LineKind:
     # whole text: capture cost grows with the length captured.
     text_tail: bool = False
     doc: str = ""
+    # An optional cheaper pattern the reader tries first; the lines it does not match go to
+    # ``pattern``. It has the same groups in the same order, matches only lines ``pattern``
+    # matches, and captures the same text from them (tests/test_fastpatterns.py checks this on
+    # every line at hand and on hostile variants). What makes it cheap: no lazy repetition, no
+    # alternatives that start alike, free-text fields as "[^>]*" instead of ".*?>"; the regex
+    # crate then resolves its captures with a one-pass DFA instead of a backtracking search.
+    # Lines with unusual fields (a ">" in an address) are left to ``pattern``.
+    fast: str = ""
+    # (group, suffix): the fast pattern's group runs to the end of the line, suffix included
+    # (a group followed by a literal at the end of the line cannot be read in one pass); a line
+    # counts as matched only if the capture ends with the suffix, which is then cut off.
+    fast_suffix: tuple[str, str] | None = None
 
 
 def _k(name: str, daemons: str, words: str, pattern: str, **kw: object) -> LineKind:
@@ -122,13 +165,20 @@ KINDS: tuple[LineKind, ...] = (
        r"(?:, sasl_username=(?P<sasl_username>[^,]*))?"
        r"(?:, sasl_sender=[^,]*)?"
        r"(?:, orig_queue_id=(?P<orig_queue_id>[^,]+))?"
-       r"(?:, orig_client=(?P<orig_client_name>[^\[ \t]*)\[(?P<orig_client_ip>[^\]]*)\])?$"),
+       r"(?:, orig_client=(?P<orig_client_name>[^\[ \t]*)\[(?P<orig_client_ip>[^\]]*)\])?$",
+       fast=rf"^{QID_FAST}: client={CLIENT_FAST}(?::(?P<client_port>[0-9]+))?"
+       r"(?:, (?:sasl_method=(?P<sasl_method>[^,]*), sasl_username=(?P<sasl_username>[^,]*)|"
+       r"orig_queue_id=(?P<orig_queue_id>[^,]+), "
+       r"orig_client=(?P<orig_client_name>[^\[ \t]*)\[(?P<orig_client_ip>[^\]]*)\]))?$"),
     # smtpd (and postscreen) access decisions: reject, warn, hold, discard, filter, redirect.
     # The from/to/proto/helo tail is missing on some postscreen lines ("too many connections").
     _k("reject", "smtpd postscreen", ACTIONS,
        rf"^{QID_OR_NOQUEUE}: (?P<action>reject|warn|hold|discard|filter|redirect|"
        rf"reject_warning|prepend): {STAGE} from {CLIENT}: ", reject_text=True,
-       text_tail=True),
+       text_tail=True,
+       fast=rf"^{QID_OR_NOQUEUE_FAST}: (?P<action>re(?:ject(?:_warning)?|direct)|warn|hold|"
+       rf"discard|filter|prepend): (?P<stage>[A-Z-]+) from {CLIENT_FAST}:"
+       r"(?:(?P<client_port>[0-9]+):)? "),
     _k("milter", "smtpd cleanup", "milter-reject milter-discard milter-hold milter-tempfail",
        rf"^{QID_OR_NOQUEUE}: milter-(?P<action>reject|discard|hold|tempfail): {STAGE} from "
        rf"{CLIENT}: (?P<text>.*?){TAIL}", reject_text=True),
@@ -140,19 +190,27 @@ KINDS: tuple[LineKind, ...] = (
        r"from=<(?P<sender>.*?)> to=<(?P<recipient>.*?)>(?: proto=(?P<proto>[A-Za-z]+))?"
        r"(?: helo=<(?P<helo>[^>]*)>)?(?:: (?P<text>.*))?$", reject_text=True),
     _k("message_id", "cleanup", "message-id resent-message-id",
-       rf"^{QID}: (?:resent-)?message-id=<?(?P<message_id>.*?)>?$"),
+       rf"^{QID}: (?:resent-)?message-id=<?(?P<message_id>.*?)>?$",
+       fast=rf"^{QID_FAST}: (?:resent-)?message-id=<(?P<message_id>[^>\n]*)>$"),
     _k("qmgr_from", "qmgr", "from",
        rf"^{QID}: from=<(?P<sender>.*?)>, size=(?P<size>[0-9]+), nrcpt=(?P<nrcpt>[0-9]+) "
-       r"\(queue active\)$"),
+       r"\(queue active\)$",
+       fast=rf"^{QID_FAST}: from=<(?P<sender>[^>\n]*)>, size=(?P<size>[0-9]+), "
+       r"nrcpt=(?P<nrcpt>[0-9]+) \(queue active\)$"),
     _k("expired", "qmgr", "from",
        rf"^{QID}: from=<(?P<sender>.*?)>, status=(?P<status>expired|force-expired), "
        r"returned to sender$"),
-    _k("removed", "qmgr", "removed", rf"^{QID}: removed$"),
+    _k("removed", "qmgr", "removed", rf"^{QID}: removed$", fast=rf"^{QID_FAST}: removed$"),
     _k("delivery", DELIVERY, "to",
        rf"^{QID}: to=<(?P<recipient>.*?)>,(?: orig_to=<(?P<orig_recipient>.*?)>,)? "
        r"relay=(?P<relay>[^,]*),(?: conn_use=[0-9]+,)? delay=(?P<delay>[0-9.]+),"
        r"(?: delays=(?P<delays>[0-9./]+),)? dsn=(?P<dsn>[0-9]\.[0-9]{1,3}\.[0-9]{1,3}), "
-       r"status=(?P<status>[a-z]+)(?: \((?P<response>.*)\))?$"),
+       r"status=(?P<status>[a-z]+)(?: \((?P<response>.*)\))?$",
+       fast=rf"^{QID_FAST}: to=<(?P<recipient>[^>\n]*)>, "
+       r"(?:orig_to=<(?P<orig_recipient>[^>\n]*)>, )?relay=(?P<relay>[^,]*), "
+       r"(?:conn_use=[0-9]+, )?delay=(?P<delay>[0-9.]+), d(?:elays=(?P<delays>[0-9./]+), d)?"
+       r"sn=(?P<dsn>[0-9]\.[0-9]{1,3}\.[0-9]{1,3}), status=(?P<status>[a-z]+)"
+       r"(?: \((?P<response>.*))?$", fast_suffix=("response", ")")),
     _k("bounce_notice", "bounce", "sender postmaster",
        rf"^{QID}: (?P<detail>(?:sender|postmaster) (?:non-delivery|delivery status|delay|"
        r"success) notification): (?P<next_queue_id>[0-9A-Za-z]+)$"),
@@ -178,7 +236,10 @@ KINDS: tuple[LineKind, ...] = (
     _k("tls", "smtpd smtp lmtp", "Anonymous Trusted Verified Untrusted TLS",
        r"^(?:(?P<detail>Anonymous|Trusted|Verified|Untrusted) )?TLS connection established "
        r"(?:from|to) (?P<client_name>[^\[ \t]*)\[(?P<client_ip>[^\] \t]*)\](?::[0-9]+)?: "
-       r"(?P<tls>[^ \t]+) with cipher (?P<selector>[^ \t]+)"),
+       r"(?P<tls>[^ \t]+) with cipher (?P<selector>[^ \t]+)",
+       fast=r"^(?P<detail>Anonymous|Trusted|Verified|Untrusted) TLS connection established "
+       rf"(?:from|to) {CLIENT_FAST}:(?:[0-9]+:)? (?P<tls>[^ \t]+) with cipher "
+       r"(?P<selector>[^ \t]+)"),
     _k("ps_connect", "postscreen", "CONNECT",
        rf"^CONNECT from {PS_CLIENT} to \[[^\]]*\]:[0-9]+$"),
     _k("ps_pass", "postscreen", "PASS", rf"^PASS (?P<detail>NEW|OLD) {PS_CLIENT}$"),
@@ -210,15 +271,22 @@ KINDS: tuple[LineKind, ...] = (
        r"Temperror|TempError|Permerror|PermError)(?: \([^)]*\))?;? "
        r"identity=(?P<identity>[0-9A-Za-z_]+); "
        r"client-ip=(?P<client_ip>[^; \t]+); helo=(?P<helo>[^;]*); "
-       r"envelope-from=(?P<sender>[^;]*); receiver=(?P<recipient>[^;]*?)[ \t]*$"),
+       r"envelope-from=(?P<sender>[^;]*); receiver=(?P<recipient>[^;]*?)[ \t]*$",
+       fast=r"^(?:: )?(?:prepend Received-SPF: )?(?P<result>P(?:ass|erm(?:error|Error))|Fail|"
+       r"Soft(?:fail|Fail)|N(?:eutral|one)|Temp(?:error|Error))(?:; | (?:\([^)]*\);? )?)"
+       r"identity=(?P<identity>[0-9A-Za-z_]+); client-ip=(?P<client_ip>[^; \t]+); "
+       r"helo=(?P<helo>[^;]*); envelope-from=(?P<sender>[^;]*); "
+       r"receiver=(?P<recipient>[^; \t]*)[ \t]*$"),
     _k("spf_action", "policyd-spf", "",
        r"^(?:: )?(?:(?P<action>reject|defer|REJECT|DEFER) )?(?P<code>[45][0-9][0-9]) "
        r"(?P<enhanced_code>[0-9]\.[0-9]{1,3}\.[0-9]{1,3}) (?P<reason>.*)$"),
     _k("dkim", "opendkim", "",
-       rf"^{QID}: (?P<detail>.*)$"),
+       rf"^{QID}: (?P<detail>.*)$", fast=rf"^{QID_FAST}: (?P<detail>.*)$"),
     _k("dmarc", "opendmarc", "",
        rf"^{QID}: (?P<domain>[^ \t:()]+) (?P<result>pass|fail|none|bestguesspass|quarantine|"
-       r"reject|temperror|permerror)$"),
+       r"reject|temperror|permerror)$",
+       fast=rf"^{QID_FAST}: (?P<domain>[^ \t:()]+) (?P<result>p(?:ass|ermerror)|fail|none|"
+       r"bestguesspass|quarantine|reject|temperror)$"),
     _k("dmarc_info", "opendmarc", "", rf"^{QID}: (?P<detail>.*)$"),
     # start, stop and configuration lines of the milters and the policy server
     _k("milter_info", "opendkim opendmarc policyd-spf", "",
