@@ -340,12 +340,15 @@ class FolderReader:
         self._proc.start()
         send.close()
         self._report = report
-        self._frames: dict[str, pd.DataFrame] = {}
+        self._frames: dict[str, list[pd.DataFrame]] = {}  # per folder, in chunks
+        self._done: set[str] = set()
         self._thread = threading.Thread(target=self._listen, name="triage-folders",
                                         daemon=True)
         self._thread.start()
 
     def _listen(self) -> None:
+        from triage.ingest.mailtable import rows_frame
+
         while True:
             try:
                 kind, *args = self._recv.recv()
@@ -353,17 +356,27 @@ class FolderReader:
                 return
             if kind == "progress":
                 self._report(ScanProgress(*args))
-            elif kind == "frame":
-                self._frames[args[0]] = args[1]
+            elif kind == "rows":  # typed at once: rows take several times the memory
+                self._frames.setdefault(args[0], []).append(rows_frame(args[1]))
+            elif kind == "done":
+                self._done.add(args[0])
             elif kind == "end":
                 return
 
     def results(self) -> dict[str, pd.DataFrame]:
         """The new messages per folder (resolved path), once the child is done."""
+        import pandas as pd
+
+        from triage.ingest.mailtable import rows_frame
+
         self._thread.join()
         self._proc.join()
         self._recv.close()
-        return self._frames
+        out = {}
+        for key in self._done:
+            frames = self._frames.get(key) or [rows_frame([])]
+            out[key] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        return out
 
     def stop(self) -> None:
         if self._proc.is_alive():
@@ -377,25 +390,32 @@ def _folder_worker(conn: Connection, jobs: list[tuple[str, str, set[str]]], name
     """The child of FolderReader: read each folder, send progress and the frames."""
     import signal
 
-    from triage.ingest.mailtable import read_mailboxes
+    from triage.ingest.mailtable import iter_row_chunks
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it on Ctrl-C
     try:
         for role, folder, keys in jobs:
             path = Path(folder)
             label = f"{path.parent.name}/{path.name}"
+            key = str(path.resolve())
 
             def on_messages(n: int, label: str = label) -> None:
                 conn.send(("progress", label, "messages", n))
 
+            # Rows, not frames: this process needs no pandas (half a second of imports);
+            # the parent builds the frame. A folder counts only once "done" is sent: if
+            # it fails midway, the parent drops its rows and reads it itself.
+            count = 0
             try:
-                df = read_mailboxes([path], role=role, my_hostnames=names or None,
-                                    trusted_relays=trusted_relays, skip_keys=keys,
-                                    progress=on_messages)
+                for rows in iter_row_chunks([path], role=role, my_hostnames=names or None,
+                                            trusted_relays=trusted_relays, skip_keys=keys,
+                                            progress=on_messages):
+                    conn.send(("rows", key, rows))
+                    count += len(rows)
             except Exception:  # the parent reads this folder itself, and reports why
                 continue
-            conn.send(("progress", label, "messages", len(df), None, None, True))
-            conn.send(("frame", str(path.resolve()), df))
+            conn.send(("progress", label, "messages", count, None, None, True))
+            conn.send(("done", key))
         conn.send(("end",))
     except (BrokenPipeError, OSError):
         pass  # the parent is gone: nothing to report to

@@ -8,12 +8,10 @@ Everything else (From, Subject, Message-ID ...) is what the sender wrote, kept a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import overload
-
-import pandas as pd
+from typing import TYPE_CHECKING, overload
 
 from triage.ingest.address import (
     address_domain,
@@ -32,7 +30,11 @@ from triage.ingest.received import (
     trusted_hop,
 )
 
-__all__ = ["MAIL_COLUMNS", "guess_my_hostnames", "mail_row", "read_mailboxes"]
+if TYPE_CHECKING:  # imported where a frame is built: the scan's folder reader sends rows
+    import pandas as pd
+
+__all__ = ["MAIL_COLUMNS", "guess_my_hostnames", "iter_row_chunks", "mail_frame", "mail_row",
+           "read_mailboxes", "rows_frame"]
 
 # The contract columns (docs/ARCHITECTURE.md) first, then extras.
 MAIL_COLUMNS = [
@@ -93,30 +95,55 @@ def read_mailboxes(
     >>> list(df.columns[:4]), len(df)
     (['path', 'role', 'message_id', 'received_time'], 0)
     """
+    import pandas as pd
+
+    frames = [rows_frame(rows) for rows in iter_row_chunks(
+        paths, role, my_hostnames, trusted_relays=trusted_relays, subfolders=subfolders,
+        skip_keys=skip_keys, full=full, progress=progress)]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+Row = tuple[object, ...]
+
+
+def iter_row_chunks(
+    paths: str | Path | Sequence[str | Path],
+    role: str | None = None,
+    my_hostnames: Sequence[str] | None = None,
+    *,
+    trusted_relays: Sequence[str] = (),
+    subfolders: bool = False,
+    skip_keys: frozenset[str] | set[str] = frozenset(),
+    full: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[list[Row]]:
+    """The rows of :func:`read_mailboxes` (tuples in ``MAIL_COLUMNS`` order), in lists of at
+    most ``_CHUNK``; at least one list, empty when there is no message. :func:`rows_frame`
+    types a list. Needs no pandas: the scan's folder reader runs this in a process of its
+    own and sends the rows."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     mine = list(my_hostnames) if my_hostnames is not None else guess_my_hostnames(
         paths, subfolders=subfolders)
-    # Rows (tuples in MAIL_COLUMNS order) become typed frames every _CHUNK messages: rows
-    # cost several times the memory of the same data in columns.
+    # Rows become typed frames every _CHUNK messages: rows cost several times the memory of
+    # the same data in columns.
     relays = tuple(trusted_relays)
-    frames: list[pd.DataFrame] = []
-    rows: list[tuple[object, ...]] = []
+    rows: list[Row] = []
+    sent = False
     for n, raw in enumerate(iter_messages(paths, subfolders=subfolders, skip_keys=skip_keys)):
         rows.append(_row(raw, read_message(raw.data, full=full), role, mine, relays))
         if len(rows) == _CHUNK:
-            frames.append(_frame(rows))
-            rows = []
+            yield rows
+            rows, sent = [], True
         if progress is not None and n % 500 == 499:
             progress(n + 1)
-    if rows or not frames:
-        frames.append(_frame(rows))
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if rows or not sent:
+        yield rows
 
 
 def mail_frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
     """Rows from :func:`mail_row` -> a DataFrame with stable dtypes."""
-    return _frame([tuple(row.get(c) for c in MAIL_COLUMNS) for row in rows])
+    return rows_frame([tuple(row.get(c) for c in MAIL_COLUMNS) for row in rows])
 
 
 _DATETIME_COLUMNS = frozenset({"received_time", "date"})
@@ -124,9 +151,11 @@ _BOOLEAN_COLUMNS = frozenset({"trusted", "local_origin", "tls"})
 _INT_COLUMNS = frozenset({"defects", "size", "hops", "trusted_index"})
 
 
-def _frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
+def rows_frame(rows: list[Row]) -> pd.DataFrame:
     """Row tuples -> the typed frame, one column at a time: datetimes in UTC (anything
     unreadable NaT), nullable booleans and integers, text as str or None (never NaN)."""
+    import pandas as pd
+
     values = list(zip(*rows, strict=True)) if rows else [()] * len(MAIL_COLUMNS)
     data: dict[str, object] = {}
     for col, column in zip(MAIL_COLUMNS, values, strict=True):

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
 
-import mailparser
-
 from triage.ingest.mimecheck import clean_multipart, content_type
 
 __all__ = ["MessageRecord", "decode_header_value", "read_message"]
@@ -224,6 +222,8 @@ def _stdlib_defects(msg: Message) -> list[str]:
 
 def _mailparser_defects(data: bytes) -> list[str]:
     """mail-parser's categories for a broken message; its own failure is a defect too."""
+    import mailparser  # only unusual messages get here: most runs never import it
+
     try:
         parsed = mailparser.parse_from_bytes(data)
     except Exception as exc:  # the library raises several unrelated types on junk
