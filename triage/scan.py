@@ -149,16 +149,17 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
             result.files = [str(i.path) for i in inputs]
             hosts: set[str] = set()
         else:
-            opts = _read_options(cfg)
-            inputs = plan_reads(logs, state.cursors, opts)
             if todo and cfg.my_hostnames and not _SEQUENTIAL:
                 # The folders need our host names only: with them in the config, they are
                 # read by a second process while this one parses the log (the mail parser
-                # is Python, the log reader polars: on two cores they overlap).
+                # is Python, the log reader polars: on two cores they overlap). It starts
+                # first, so its start-up overlaps this process importing the log reader.
                 background = FolderReader(
                     [(role, folder, seen[str(folder.resolve())]) for role, folder in todo],
                     list(cfg.my_hostnames), cfg.trusted_relays, report)
             try:
+                opts = _read_options(cfg)
+                inputs = plan_reads(logs, state.cursors, opts)
                 hosts = _read_logs(inputs, opts, gen.add, report, result,
                                    want_hosts=not cfg.my_hostnames)
             except BaseException:
