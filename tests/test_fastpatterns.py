@@ -181,7 +181,14 @@ def test_reader_output_is_the_same_without_fast_patterns(
     with_fast = _read(path)
     slow = functools.cache(lambda cands: tuple(s for s in _steps(cands) if not s[1]))
     monkeypatch.setattr(extract, "_steps", slow)
-    without = _read(path)
+    # and a reject tail never read by TAIL_FAST
+    monkeypatch.setattr(lk, "TAIL_FAST", "(?P<sender>)(?P<recipient>)(?P<proto>)(?P<helo>)"
+                                         r"[^\x00-\x{10FFFF}]")
+    extract._plan.cache_clear()
+    try:
+        without = _read(path)
+    finally:
+        extract._plan.cache_clear()
     assert len(with_fast) == len(without)
     for (kinds_a, bad_a), (kinds_b, bad_b) in zip(with_fast, without, strict=True):
         assert list(kinds_a) == list(kinds_b)
@@ -189,6 +196,66 @@ def test_reader_output_is_the_same_without_fast_patterns(
             assert frame.equals(kinds_b[name], null_equal=True), name
         assert bad_a.equals(bad_b, null_equal=True)
     assert sum(f.height for kinds, _ in with_fast for f in kinds.values()) > 20_000
+
+
+def _tails(messages: list[str]) -> list[str]:
+    """Every tail of the messages that starts where a reject tail can start."""
+    out = set()
+    for msg in messages:
+        for mark in ("; ", " from=<", "from=<", "to=<", "proto="):
+            at = msg.find(mark)
+            while at >= 0:
+                out.add(msg[at:])
+                at = msg.find(mark, at + 1)
+    return sorted(out)
+
+
+def _compare_tails(tails: list[str]) -> int:
+    """TAIL_FAST (with a helo ending in ">", cut off) reads what TAIL reads; its match count."""
+    frame = pl.DataFrame({"t": tails}, schema={"t": pl.String})
+    fields = ["sender", "recipient", "proto", "helo"]
+    got = frame.select(pl.col("t"), pl.col("t").str.extract_groups(lk.TAIL_FAST).alias("f"),
+                       pl.col("t").str.extract_groups("^" + lk.TAIL).alias("s")).unnest(
+        "f", "s", separator=".")
+    helo = pl.col("f.helo")
+    ok = got.filter(pl.col("f.proto").is_not_null()
+                    & (helo.is_null() | helo.str.ends_with(">")))
+    fast = ok.select(pl.col("t"), *[pl.col(f"f.{f}") for f in fields[:3]],
+                     helo.str.strip_suffix(">").alias("f.helo"))
+    full = ok.select(pl.col("t"), *[pl.col(f"s.{f}").alias(f"f.{f}") for f in fields])
+    bad = fast.filter(~pl.Series([a == b for a, b in zip(fast.rows(), full.rows(),
+                                                         strict=True)], dtype=pl.Boolean))
+    assert bad.height == 0, (bad.row(0), full.filter(pl.col("t") == bad["t"][0]).row(0))
+    return ok.height
+
+
+def test_reject_tail_fast_pattern_agrees(corpus: list[str], generated: list[str]) -> None:
+    own = [m for m in generated if " from=<" in m or "proto=" in m]
+    rnd = random.Random(8)
+    sample = rnd.sample(own, min(len(own), 3000))
+    assert _compare_tails(_tails(corpus)) > 10
+    assert _compare_tails(_tails(generated)) > 1000
+    _compare_tails(_tails(_variants(corpus, 8, seed=9)))
+    _compare_tails(_tails(_variants(sample, 6, seed=10)))
+
+
+_ADDR = st.lists(st.one_of(st.sampled_from(HOSTILE), st.text("aZ09.-_@+", max_size=6)),
+                 max_size=4).map("".join)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["; ", "", " ", ";", ";  "]),
+    st.one_of(st.just(""), _ADDR.map(lambda a: f"from=<{a}>")),
+    st.sampled_from([", ", " ", "", ","]),
+    st.one_of(st.just(""), _ADDR.map(lambda a: f"to=<{a}>")),
+    st.sampled_from([", ", " ", "", ","]),
+    st.sampled_from(["proto=ESMTP", "proto=SMTP", "proto=", "proto=E1"]),
+    st.sampled_from([",", "", ", "]),
+    st.one_of(st.just(""), _ADDR.map(lambda a: f" helo=<{a}>"), _ADDR.map(lambda a: f" helo={a}")),
+).map("".join), min_size=1, max_size=40))
+def test_reject_tail_fast_pattern_agrees_on_hostile_fields(tails: list[str]) -> None:
+    _compare_tails(tails)
 
 
 def test_queue_id_trie_is_the_queue_id_pattern() -> None:

@@ -250,13 +250,22 @@ _TAIL_FIELDS = frozenset({"sender", "recipient", "proto", "helo"})
 
 
 def _text_tail_stages() -> list[list[pl.Expr]]:
-    rest, at = pl.col("_rest"), pl.col("_at")
-    tail = pl.col("_tail").struct
+    """text and the tail's fields. The tail is read with TAIL_FAST (one pass) where that
+    matches with a helo ending in ">" (the fields are then the same as TAIL's); the other
+    tails with TAIL (a null skips the regex)."""
+    rest, at, ok = pl.col("_rest"), pl.col("_at"), pl.col("_ok")
+    fast, tail = pl.col("_tf").struct, pl.col("_tail").struct
+    helo = fast.field("helo")
     return [
         [rest.str.find(_TAIL_FIND).alias("_at")],
         [pl.when(at.is_null()).then(rest).otherwise(rest.str.slice(0, at)).alias("text"),
-         rest.str.slice(at).str.extract_groups(_TAIL_READ).alias("_tail")],
-        [tail.field(f) for f in ("sender", "recipient", "proto", "helo")],
+         rest.str.slice(at).alias("_ts")],
+        [pl.col("_ts").str.extract_groups(lk.TAIL_FAST).alias("_tf")],
+        [(fast.field("proto").is_not_null() & (helo.is_null() | helo.str.ends_with(">")))
+         .alias("_ok")],
+        [pl.when(~ok).then(pl.col("_ts")).str.extract_groups(_TAIL_READ).alias("_tail")],
+        [pl.when(ok).then(helo.str.strip_suffix(">") if f == "helo" else fast.field(f))
+         .otherwise(tail.field(f)).alias(f) for f in ("sender", "recipient", "proto", "helo")],
     ]
 
 
@@ -312,20 +321,27 @@ def _reject_text_stages(has_object: bool, rule_id_pattern: str) -> list[list[pl.
     split = [code.alias("code"), enhanced.alias("enhanced_code"),
              (pl.coalesce("object", obj) if has_object else obj).alias("object"),
              pl.col("text").str.slice(skip).alias("reason")]
-    reason_class = pl.lit(None, dtype=pl.String)
-    probe = pl.concat_str([pl.col("reason").fill_null(""), pl.lit(" "),
-                           pl.col("object").fill_null("")])
-    for name, pattern in reversed(lk.REASON_CLASSES):
-        reason_class = pl.when(probe.str.contains(pattern)).then(pl.lit(name)).otherwise(
-            reason_class)
     action_class = (pl.when(pl.col("kind") == "milter").then(pl.lit("milter"))
                     .when(pl.col("kind") == "check").then(pl.col("object")))
     return [
         [pl.col("text").str.extract_groups(_TEXT_RE).alias("_t")],
         split,
-        [pl.coalesce(reason_class, action_class, pl.lit("other")).alias("reason_class"),
+        [pl.concat_str([pl.col("reason").fill_null(""), pl.lit(" "),
+                        pl.col("object").fill_null("")]).alias("_probe"),
          pl.col("reason").str.extract(rule_id_pattern, 1).alias("rule_id")],
+        *_reason_class_stages(),
+        [pl.coalesce("_rc", action_class, pl.lit("other")).alias("reason_class")],
     ]
+
+
+def _reason_class_stages() -> list[list[pl.Expr]]:
+    """"_rc": the first reason class whose pattern matches "_probe" (reason and object; built
+    once in its own stage: without common-subexpression elimination a probe inside the
+    chain is built again for every class)."""
+    rc = pl.lit(None, dtype=pl.String)
+    for name, pattern in reversed(lk.REASON_CLASSES):
+        rc = pl.when(pl.col("_probe").str.contains(pattern)).then(pl.lit(name)).otherwise(rc)
+    return [[rc.alias("_rc")]]
 
 
 def _dkim_stages() -> list[list[pl.Expr]]:

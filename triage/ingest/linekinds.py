@@ -63,6 +63,14 @@ TAIL = (
     r"proto=(?P<proto>[A-Za-z]+),?"
     r"(?: helo=<(?P<helo>.*)>)?$"
 )
+# The common forms of TAIL (a "; " first, addresses without ">") without ambiguity, read in one
+# pass; the helo group runs to the end of the line, its closing ">" included.
+TAIL_FAST = (
+    r"^(?:; (?:from=<(?P<sender>[^>\n]*)>,? )?)?"
+    r"(?:to=<(?P<recipient>[^>\n]*)>,? )?"
+    r"proto=(?P<proto>[A-Za-z]+),?"
+    r"(?: helo=<(?P<helo>.*))?$"
+)
 
 EVENT_COLUMNS: dict[str, str] = {
     # name -> polars dtype name; every event row has these columns (null where not applicable)
