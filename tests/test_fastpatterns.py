@@ -360,3 +360,38 @@ def test_explain_names_the_kind_of_a_line_a_fast_pattern_reads() -> None:
     assert isinstance(fields, dict)
     assert fields["response"] == "delivered to maildir (x)"
     assert fields["queue_id"] == "AD2BC53056B" and fields["recipient"] == "carol@example.org"
+
+
+def _folded_words(messages: list[str]) -> tuple[pl.Series, pl.Series]:
+    """(FIRST_WORD_RE's word folded to the kinds' words, the word extract_events uses)."""
+    words = extract._KIND_WORD_LIST
+    frame = pl.DataFrame({"msg": messages}, schema={"msg": pl.String})
+    first = pl.col("msg").str.extract(extract.FIRST_WORD_RE, 1)
+    want = frame.select(pl.when(first.is_in(words)).then(first))
+    got = (frame.lazy().with_columns(pl.col("msg").str.extract_groups(extract._HEAD_RE)
+                                     .alias("word"))
+           .with_columns(extract._KIND_WORD).collect())
+    return want.to_series(), got["word"]
+
+
+def test_first_word_is_first_word_re_folded(corpus: list[str], generated: list[str]) -> None:
+    heads = ["", ":", ": ", ": connect", "::", "ABCDE: to", "ABCDE:  to", "ABCDE: ", "ABCDE:to",
+             "NOQUEUE: reject", "NOQUEUE: : reject", "abcde: to", "bcdfghjklm: to",
+             "warning: to", "to: warning", "connect", "connect from", "ABCDEF1234: warning:",
+             "ABCDE; to", "ABCDE=x: to", "ABCD: to", "ABCDEx: to", "[1.2.3.4]: to"]
+    rnd = random.Random(11)
+    messages = (heads + corpus + _variants(corpus, 6, seed=12) + generated
+                + _variants(rnd.sample(generated, 5000), 4, seed=13))
+    want, got = _folded_words(messages)
+    bad = [(m, a, b) for m, a, b in zip(messages, want, got, strict=True) if a != b]
+    assert not bad, bad[:5]
+    assert got.is_not_null().sum() > 10_000
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(_QID, st.sampled_from([": ", ":", "", ":  ", "; ", " "]),
+                          st.sampled_from([*sorted(extract._KIND_WORDS), "x", "", "ABCDE"]),
+                          _opt(_FIELD)).map("".join), min_size=1, max_size=40))
+def test_first_word_is_first_word_re_folded_on_generated_heads(messages: list[str]) -> None:
+    want, got = _folded_words(messages)
+    assert want.eq_missing(got).all()
