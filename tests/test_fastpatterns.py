@@ -331,6 +331,11 @@ SHAPES: dict[str, st.SearchStrategy[str]] = {
                  st.sampled_from(["mailfrom", "helo", "x y", ""]), "; client-ip=", _FIELD,
                  "; helo=", _FIELD, "; envelope-from=", _FIELD, "; receiver=", _FIELD),
     "dkim": _join(_QID, ": ", _FIELD),
+    **{name: _join(f"{words} after ", st.sampled_from(["DATA", "END-OF-MESSAGE", "RCPT", "x", "",
+                                                       "EHLO ("]),
+                   _opt(_join(" (", _FIELD, ")")), " from ", _CLIENT, _opt(_FIELD))
+       for name, words in (("lost_connection", "lost connection"), ("timeout", "timeout"),
+                           ("too_many_errors", "too many errors"))},
     "dmarc": _join(_QID, ": ", _FIELD, " ", st.sampled_from(
         ["pass", "fail", "none", "bestguesspass", "quarantine", "reject", "temperror",
          "permerror", "passx"]), _opt(_FIELD)),

@@ -49,6 +49,8 @@ QID_FAST = rf"(?P<queue_id>{qid_onepass()})"
 QID_OR_NOQUEUE_FAST = rf"(?P<queue_id>{qid_onepass(noqueue=True)})"
 # name[address] with an optional :port (smtpd_client_port_logging). The name may be "unknown".
 CLIENT = r"(?P<client_name>[^\[ \t]*)\[(?P<client_ip>[^\] \t]*)\](?::(?P<client_port>[0-9]+))?"
+# STAGE's alternatives are all [A-Z-]+, and a space follows it in every pattern
+STAGE_FAST = r"(?P<stage>[A-Z-]+)"
 # CLIENT without its optional port, for the one-pass patterns (which factor ":port" with what
 # follows it)
 CLIENT_FAST = r"(?P<client_name>[^\[ \t]*)\[(?P<client_ip>[^\] \t]*)\]"
@@ -185,7 +187,7 @@ KINDS: tuple[LineKind, ...] = (
        rf"reject_warning|prepend): {STAGE} from {CLIENT}: ", reject_text=True,
        text_tail=True,
        fast=rf"^{QID_OR_NOQUEUE_FAST}: (?P<action>re(?:ject(?:_warning)?|direct)|warn|hold|"
-       rf"discard|filter|prepend): (?P<stage>[A-Z-]+) from {CLIENT_FAST}:"
+       rf"discard|filter|prepend): {STAGE_FAST} from {CLIENT_FAST}:"
        r"(?:(?P<client_port>[0-9]+):)? "),
     _k("milter", "smtpd cleanup", "milter-reject milter-discard milter-hold milter-tempfail",
        rf"^{QID_OR_NOQUEUE}: milter-(?P<action>reject|discard|hold|tempfail): {STAGE} from "
@@ -234,11 +236,17 @@ KINDS: tuple[LineKind, ...] = (
        r"failed|(?P<detail2>[^ \t:]+): address not listed for hostname (?P<object>[^ \t]+))"
        r"(?::? (?P<reason>.*))?$"),
     _k("lost_connection", SMTPD, "lost",
-       rf"^lost connection after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$"),
+       rf"^lost connection after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$",
+       fast=rf"^lost connection after {STAGE_FAST} (?:\((?P<detail>[^)]*)\) )?from {CLIENT_FAST}"
+       r"(?::(?P<client_port>[0-9]+))?$"),
     _k("timeout", SMTPD, "timeout",
-       rf"^timeout after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$"),
+       rf"^timeout after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$",
+       fast=rf"^timeout after {STAGE_FAST} (?:\((?P<detail>[^)]*)\) )?from {CLIENT_FAST}"
+       r"(?::(?P<client_port>[0-9]+))?$"),
     _k("too_many_errors", SMTPD, "too",
-       rf"^too many errors after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$"),
+       rf"^too many errors after {STAGE}(?: \((?P<detail>[^)]*)\))? from {CLIENT}$",
+       fast=rf"^too many errors after {STAGE_FAST} (?:\((?P<detail>[^)]*)\) )?from {CLIENT_FAST}"
+       r"(?::(?P<client_port>[0-9]+))?$"),
     _k("improper_pipelining", SMTPD, "improper",
        rf"^improper command pipelining after {STAGE} from {CLIENT}: ?(?P<detail>.*)$"),
     _k("tls", "smtpd smtp lmtp", "Anonymous Trusted Verified Untrusted TLS",
