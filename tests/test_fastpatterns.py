@@ -400,3 +400,19 @@ def test_first_word_is_first_word_re_folded(corpus: list[str], generated: list[s
 def test_first_word_is_first_word_re_folded_on_generated_heads(messages: list[str]) -> None:
     want, got = _folded_words(messages)
     assert want.eq_missing(got).all()
+
+
+def test_reason_class_batches_are_the_class_chain(corpus: list[str]) -> None:
+    """The batched reason classes give the first class in REASON_CLASSES order that matches."""
+    texts = [*corpus, *_variants(corpus, 3, seed=14), "", " ", "SPF", "spf fail; blocked using x",
+             "Recipient address rejected: User unknown greylist", "x DMARC y DKIM too large"]
+    rc = pl.lit(None, dtype=pl.String)
+    for name, pattern in reversed(lk.REASON_CLASSES):
+        rc = pl.when(pl.col("_probe").str.contains(pattern)).then(pl.lit(name)).otherwise(rc)
+    lf = pl.DataFrame({"_probe": texts}).lazy()
+    want = lf.select(rc.alias("_rc")).collect()["_rc"]
+    for stage in extract._reason_class_stages():
+        lf = lf.with_columns(stage)
+    got = lf.collect()["_rc"]
+    assert got.eq_missing(want).all()
+    assert want.n_unique() > 8

@@ -12,6 +12,7 @@ overhead is paid a few times per chunk instead of hundreds.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass
 from typing import cast
@@ -351,14 +352,31 @@ def _reject_text_stages(has_object: bool, rule_id_pattern: str) -> list[list[pl.
     ]
 
 
+# Reason classes are matched in REASON_CLASSES order in batches; a later batch searches only
+# the texts no earlier class matched: the others are replaced by "", which no class pattern
+# matches (a null would not do: str.contains reads the text under a null too). The first
+# classes (spf, rbl, relay, unknown_user) cover most rejects: 1.1 -> 0.7 us per reject.
+_REASON_BATCHES = (4, 9)
+if any(re.search(pattern, "") for _, pattern in lk.REASON_CLASSES):
+    raise ValueError("a reason class pattern matches the empty text")
+
+
 def _reason_class_stages() -> list[list[pl.Expr]]:
     """"_rc": the first reason class whose pattern matches "_probe" (reason and object; built
     once in its own stage: without common-subexpression elimination a probe inside the
     chain is built again for every class)."""
-    rc = pl.lit(None, dtype=pl.String)
-    for name, pattern in reversed(lk.REASON_CLASSES):
-        rc = pl.when(pl.col("_probe").str.contains(pattern)).then(pl.lit(name)).otherwise(rc)
-    return [[rc.alias("_rc")]]
+    stages: list[list[pl.Expr]] = []
+    bounds = (0, *_REASON_BATCHES, len(lk.REASON_CLASSES))
+    for start, stop in itertools.pairwise(bounds):
+        if start:
+            stages.append([pl.when(pl.col("_rc").is_null()).then(pl.col("_probe"))
+                           .otherwise(pl.lit("")).alias("_p")])
+        probe = pl.col("_p" if start else "_probe")
+        rc = pl.col("_rc") if start else pl.lit(None, dtype=pl.String)
+        for name, pattern in reversed(lk.REASON_CLASSES[start:stop]):
+            rc = pl.when(probe.str.contains(pattern)).then(pl.lit(name)).otherwise(rc)
+        stages.append([rc.alias("_rc")])
+    return stages
 
 
 def _dkim_stages() -> list[list[pl.Expr]]:
