@@ -144,10 +144,11 @@ class LineKind:
     doc: str = ""
     # An optional cheaper pattern the reader tries first; the lines it does not match go to
     # ``pattern``. It has the same groups in the same order, matches only lines ``pattern``
-    # matches, and captures the same text from them (tests/test_extract_fastpatterns.py checks this on
-    # every line at hand and on hostile variants). What makes it cheap: no lazy repetition, no
-    # alternatives that start alike, free-text fields as "[^>]*" instead of ".*?>"; the regex
-    # crate then resolves its captures with a one-pass DFA instead of a backtracking search.
+    # matches, and captures the same text from them (tests/test_extract_fastpatterns.py
+    # checks this on every line at hand and on hostile variants). What makes it cheap: no lazy
+    # repetition, no alternatives that start alike, free-text fields as "[^>]*" instead of
+    # ".*?>"; the regex crate then resolves its captures with a one-pass DFA instead of a
+    # backtracking search.
     # Lines with unusual fields (a ">" in an address) are left to ``pattern``.
     fast: str = ""
     # (group, suffix): the fast pattern's group runs to the end of the line, suffix included
