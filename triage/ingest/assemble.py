@@ -56,6 +56,8 @@ _MESSAGE_COLUMNS_IN = ["host", "instance", "queue_id", "time", "kind", "pid", "a
 _REJECT_ACTIONS = ("reject", "discard")
 _DKIM_RANK = {"pass": 4, "fail": 3, "temperror": 2, "none": 1}
 _DKIM_NAME = {v: k for k, v in _DKIM_RANK.items()}
+_DKIM_RESULT = pl.col("dkim_rank").replace_strict(_DKIM_NAME, default=None,
+                                                  return_dtype=pl.String).alias("dkim_result")
 
 SESSION_COLUMNS = ["host", "pid", "connect_time", "disconnect_time", "client_name", "client_ip",
                    "helo", "sasl_username", "tls", "commands", "n_messages", "n_rejects",
@@ -171,9 +173,14 @@ def _session_partials(ev: pl.DataFrame, file: str) -> pl.DataFrame:
     the next session of a process; lines before its first connect (seq 0) continue the
     session carried from the last chunk. ``link_lines``: the reject and client= lines."""
     ev = _runs(_by_process(ev), ["host", "pid"], starts_at=pl.col("kind") == "connect")
+    return ev.group_by("run", maintain_order=True).agg(*_SESSION_AGGS).drop("run").with_columns(
+        pl.lit(file, pl.String).alias("file"))
+
+
+def _session_aggs() -> list[pl.Expr]:
     is_reject = (pl.col("kind").is_in(("reject", "milter"))
                  & pl.col("action").is_in(_REJECT_ACTIONS))
-    return ev.group_by("run", maintain_order=True).agg(
+    return [
         pl.col("host").first(), pl.col("pid").first(), pl.col("seq").first(),
         pl.col("line_no").min().alias("first_line"),
         pl.col("time").min().alias("first_time"),
@@ -192,7 +199,10 @@ def _session_partials(ev: pl.DataFrame, file: str) -> pl.DataFrame:
         (pl.col("kind") == "connect").any().alias("has_connect"),
         pl.col("line_no").filter(pl.col("kind").is_in(("reject", "milter", "client")))
         .alias("link_lines"),
-    ).drop("run").with_columns(pl.lit(file, pl.String).alias("file"))
+    ]
+
+
+_SESSION_AGGS = _session_aggs()  # polars expressions cost more to build than to run here
 
 
 def _by_process(ev: pl.DataFrame) -> pl.DataFrame:
@@ -227,15 +237,18 @@ def _session_links(partials: pl.DataFrame, carried: pl.DataFrame | None) -> pl.D
 def _merge_sessions(parts: pl.DataFrame) -> pl.DataFrame:
     # ``parts`` holds the carried open rows (seq 0) before this chunk's rows, so "first" keeps
     # the earlier value and "last" the later one.
-    return parts.group_by("host", "pid", "seq", maintain_order=True).agg(
-        pl.col("first_line").first(), pl.col("file").first(),
-        pl.col("first_time").min(), pl.col("last_time").max(),
-        pl.col("connect_time").min(), pl.col("disconnect_time").max(),
-        _first("client_name"), _first("client_ip"), _last("helo"), _first("sasl_username"),
-        _first("sasl_method"), _first("tls"), _last("commands"),
-        pl.col("n_messages").sum(), pl.col("n_rejects").sum(), _first("program"),
-        _last("lost_after"), pl.col("has_connect").any(),
-    )
+    return parts.group_by("host", "pid", "seq", maintain_order=True).agg(*_SESSION_MERGE)
+
+
+_SESSION_MERGE = [
+    pl.col("first_line").first(), pl.col("file").first(),
+    pl.col("first_time").min(), pl.col("last_time").max(),
+    pl.col("connect_time").min(), pl.col("disconnect_time").max(),
+    _first("client_name"), _first("client_ip"), _last("helo"), _first("sasl_username"),
+    _first("sasl_method"), _first("tls"), _last("commands"),
+    pl.col("n_messages").sum(), pl.col("n_rejects").sum(), _first("program"),
+    _last("lost_after"), pl.col("has_connect").any(),
+]
 
 
 # ---- messages ------------------------------------------------------------------------------
@@ -319,14 +332,18 @@ def _message_partials(ev: pl.DataFrame) -> pl.DataFrame:
 
 def _merge_messages(parts: pl.DataFrame) -> pl.DataFrame:
     return parts.group_by("host", "instance", "queue_id", "seq", maintain_order=True).agg(
-        pl.col("first_seen").min(), pl.col("last_seen").max(),
-        *[_first(c) for c in ("client_name", "client_ip")], _last("helo"),
-        *[_first(c) for c in ("sender", "size", "nrcpt", "message_id", "sasl_username",
-                              "orig_queue_id", "origin_pickup", "smtpd_pid", "session_id")],
-        *[pl.col(c).any() for c in ("removed", "expired", "rejected", "held", "closed")],
-        _first("reject_reason"),
-        *[pl.col(c).sum() for c in ("n_sent", "n_deferred", "n_bounced")],
-    )
+        *_MESSAGE_MERGE)
+
+
+_MESSAGE_MERGE = [
+    pl.col("first_seen").min(), pl.col("last_seen").max(),
+    *[_first(c) for c in ("client_name", "client_ip")], _last("helo"),
+    *[_first(c) for c in ("sender", "size", "nrcpt", "message_id", "sasl_username",
+                          "orig_queue_id", "origin_pickup", "smtpd_pid", "session_id")],
+    *[pl.col(c).any() for c in ("removed", "expired", "rejected", "held", "closed")],
+    _first("reject_reason"),
+    *[pl.col(c).sum() for c in ("n_sent", "n_deferred", "n_bounced")],
+]
 
 
 def _number_runs(keys: pl.DataFrame) -> pl.DataFrame:
@@ -441,8 +458,10 @@ class Assembler:
             done = done | (pl.col("last_time") < span[1] - RECENT)
         if final:
             done = pl.lit(True)
-        closed = merged.filter(done)
-        self.open_sessions = merged.filter(~done).with_columns(pl.lit(0, pl.Int32).alias("seq"))
+        merged = merged.with_columns(done.alias("_done"))  # evaluated once for both halves
+        closed = merged.filter(pl.col("_done")).drop("_done")
+        self.open_sessions = merged.filter(~pl.col("_done")).drop("_done").with_columns(
+            pl.lit(0, pl.Int32).alias("seq"))
         # rows without a connect are tails of sessions that began before the log did
         closed = closed.with_columns(
             pl.coalesce("connect_time", "first_time").alias("connect_time"),
@@ -604,9 +623,7 @@ class Assembler:
             pl.col("dkim_domain").drop_nulls().unique(maintain_order=True).alias("dkim_domains"),
             pl.col("dmarc_result").last(ignore_nulls=True),
             pl.col("dmarc_domain").last(ignore_nulls=True),
-        ).with_columns(pl.col("dkim_rank").replace_strict(_DKIM_NAME, default=None,
-                                                          return_dtype=pl.String)
-                       .alias("dkim_result")).drop("dkim_rank")
+        ).with_columns(_DKIM_RESULT).drop("dkim_rank")
         return msgs.join(agg, on=["host", "queue_id"], how="left", maintain_order="left")
 
     # -- windows of SPF results, milter results and hop links
@@ -617,8 +634,9 @@ class Assembler:
                                    "identity"]).select(
             "host", "client_ip", "time", "result", "helo",
             (pl.col("identity") == "mailfrom").cast(pl.Int8).alias("identity_rank"))
+        # kind after kind: each milter aggregate reads one kind
         milter = kinds.pick(["dkim", "dmarc"], ["host", "queue_id", "time", "kind", "result",
-                                                "domain"]).select(
+                                                "domain"], line_order=False).select(
             "host", "queue_id", "time",
             _when_kind("dkim", pl.col("result")).replace_strict(
                 _DKIM_RANK, default=None, return_dtype=pl.Int64).alias("dkim_rank"),
@@ -635,8 +653,8 @@ class Assembler:
         self._spf_cache = None
         self.milter = _append(self.milter, milter)
         self.links = _append(self.links, links)
-        qids = kinds.pick(["client", "pickup", "message_id"], ["host", "queue_id", "time"]).select(
-            "host", "queue_id", "time")
+        qids = kinds.pick(["client", "pickup", "message_id"], ["host", "queue_id", "time"],
+                          line_order=False).select("host", "queue_id", "time")
         self.recent_qids = _append(self.recent_qids, qids)
 
     def _prune(self, kinds: KindFrames) -> None:
