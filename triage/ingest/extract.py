@@ -4,9 +4,8 @@ Each line's candidate kinds come from (program, daemon, first word of the messag
 grouped by their candidate list, and each group runs its first candidate's regular expression.
 Lines it does not match try the next candidate in a further round (a kind with a ``fast``
 pattern is two candidates: the fast pattern, then the full one for the lines it leaves). All
-groups of a round are
-collected together (``pl.collect_all``), so polars runs them in parallel and the per-operation
-overhead is paid a few times per chunk instead of hundreds.
+groups of a round are collected together (``pl.collect_all``), so polars runs them in parallel
+and the per-operation overhead is paid a few times per chunk instead of hundreds.
 """
 
 from __future__ import annotations
