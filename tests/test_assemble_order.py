@@ -157,3 +157,33 @@ def test_message_rows_need_line_order_only_among_some_kinds(tmp_path: Path,
         assert rows[0].sort(key).equals(rows[1].sort(key), null_equal=True)
         if sample == "crossed":
             assert rows[0].select("sender", "helo").row(0) == ("root", "second.example")
+
+
+def test_spf_buffer_keeps_one_result_per_client_and_time() -> None:
+    """Results added batch by batch (times repeating across batches, some out of order) give
+    the same buffer as deduplicating all of them at once: the mailfrom identity's result
+    wins, then the later line's."""
+    rnd = random.Random(3)
+    t0 = datetime(2026, 11, 28, tzinfo=UTC)
+    asm_ = Assembler()
+    batches = []
+    clock = 0
+    for _ in range(15):
+        rows = []
+        for _ in range(rnd.choice([0, 3, 30])):
+            clock += rnd.choice([0, 0, 1, 2])
+            rows.append({"host": "mx", "client_ip": f"192.0.2.{rnd.randrange(4)}",
+                         "time": t0 + timedelta(seconds=clock - rnd.choice([0, 0, 0, 5])),
+                         "result": rnd.choice(["pass", "fail", "none"]), "helo": "h",
+                         "identity_rank": rnd.choice([0, 1])})
+        frame = pl.DataFrame(rows, schema={"host": pl.String, "client_ip": pl.String,
+                                           "time": pl.Datetime("us", "UTC"),
+                                           "result": pl.String, "helo": pl.String,
+                                           "identity_rank": pl.Int8})
+        batches.append(frame)
+        asm_._add_spf(frame)
+    everything = pl.concat(batches)
+    expected = everything.sort("time", "identity_rank", maintain_order=True).unique(
+        ["host", "client_ip", "time"], keep="last", maintain_order=True)
+    assert asm_.spf is not None and asm_.spf.equals(expected)
+    assert asm_.spf["time"].is_sorted() and asm_.spf.height < everything.height

@@ -399,7 +399,6 @@ class Assembler:
     links: pl.DataFrame | None = None
     recent_qids: pl.DataFrame | None = None
     session_links: pl.DataFrame | None = None
-    _spf_cache: pl.DataFrame | None = field(default=None, init=False, repr=False)
     recent_closed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
         schema={"host": _S, "instance": _S, "queue_id": _S, "_n": _I, "_end": _T}))
 
@@ -584,16 +583,21 @@ class Assembler:
                                 .then(pl.col("parent_queue_id")).alias("parent_queue_id"))
 
     def _spf_table(self) -> pl.DataFrame | None:
-        """The buffered policyd-spf results, one per (host, client address, time) (the
-        mailfrom identity's if both were logged), in time order; built once per batch."""
-        if self._spf_cache is None:
-            if self.spf is None or self.spf.height == 0:
-                return None
-            self._spf_cache = (
-                self.spf.sort("time", "identity_rank", maintain_order=True)
-                .unique(["host", "client_ip", "time"], keep="last", maintain_order=True)
-                .select("host", "client_ip", "time", "result", "helo"))
-        return self._spf_cache
+        """The buffered policyd-spf results (see ``_add_spf``), or None."""
+        return self.spf if self.spf is not None and self.spf.height else None
+
+    def _add_spf(self, new: pl.DataFrame) -> None:
+        """Buffer policyd-spf results one per (host, client address, time) (the mailfrom
+        identity's if both were logged, else the later line's), in time order. Only the
+        buffered rows from the new rows' first time on can share a key with them, so only
+        those are sorted and deduplicated again."""
+        old = self.spf
+        if old is None or old.height == 0 or new.height == 0:
+            self.spf = _dedupe_spf(new) if old is None or old.height == 0 else old
+            return
+        later = old.get_column("time") >= new.get_column("time").min()
+        self.spf = pl.concat([old.filter(~later), _dedupe_spf(pl.concat([old.filter(later),
+                                                                         new]))])
 
     def _attach_spf(self, msgs: pl.DataFrame) -> pl.DataFrame:
         """``msgs`` is in first_seen order (the as-of join keeps it)."""
@@ -649,8 +653,7 @@ class Assembler:
             pl.col("next_queue_id").is_not_null()).select(
             "host", pl.col("next_queue_id").alias("child"), pl.col("queue_id").alias("parent"),
             "time", pl.col("kind").alias("link_kind"))
-        self.spf = _append(self.spf, spf)
-        self._spf_cache = None
+        self._add_spf(spf)
         self.milter = _append(self.milter, milter)
         self.links = _append(self.links, links)
         qids = kinds.pick(["client", "pickup", "message_id"], ["host", "queue_id", "time"],
@@ -681,7 +684,6 @@ class Assembler:
             frame = getattr(self, name)
             if frame is not None:
                 setattr(self, name, frame.filter(cond))
-        self._spf_cache = None
 
     def _deliveries(self, kinds: KindFrames) -> pl.DataFrame:
         """Delivery rows; ``hop`` marks a hand-over to a queue file in this same log (content
@@ -702,6 +704,11 @@ class Assembler:
             pl.col("_created").is_between(start, pl.col("time") + slack))["_row"]
         return out.with_columns(pl.int_range(pl.len()).is_in(hops.cast(pl.Int64).implode())
                                 .alias("hop"))
+
+
+def _dedupe_spf(spf: pl.DataFrame) -> pl.DataFrame:
+    return spf.sort("time", "identity_rank", maintain_order=True).unique(
+        ["host", "client_ip", "time"], keep="last", maintain_order=True)
 
 
 def _append(old: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
