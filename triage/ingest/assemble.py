@@ -475,8 +475,9 @@ class Assembler:
         table = self._spf_table()
         if table is None or closed.height == 0:
             return closed.with_columns(pl.lit(None, pl.String).alias("spf_result"))
-        spf = table.select("host", "client_ip", pl.col("time").alias("spf_time"),
-                           pl.col("result").alias("spf_result"), pl.col("helo").alias("spf_helo"))
+        spf = _spf_of(table, closed).select(
+            "host", "client_ip", pl.col("time").alias("spf_time"),
+            pl.col("result").alias("spf_result"), pl.col("helo").alias("spf_helo"))
         end = pl.coalesce("disconnect_time", "last_time")
         left = closed.with_columns(end.alias("_end")).sort("_end")
         joined = left.join_asof(spf, left_on="_end", right_on="spf_time",
@@ -604,8 +605,9 @@ class Assembler:
         table = self._spf_table()
         if table is None:
             return msgs.with_columns(pl.lit(None, pl.String).alias("spf_result"))
-        spf = table.select("host", "client_ip", "time", pl.col("result").alias("spf_result"),
-                           pl.col("helo").alias("spf_helo"))
+        spf = _spf_of(table, msgs).select("host", "client_ip", "time",
+                                          pl.col("result").alias("spf_result"),
+                                          pl.col("helo").alias("spf_helo"))
         joined = msgs.join_asof(spf, left_on="first_seen", right_on="time",
                                 by=["host", "client_ip"], strategy="backward",
                                 tolerance=SPF_TOLERANCE, check_sortedness=False)
@@ -694,16 +696,24 @@ class Assembler:
         # The next queue file must have been created while this delivery was under way (its
         # client= or pickup line falls within the delivery's delay): a remote server's own
         # "queued as" id that happens to equal one of ours is not a hop.
-        created = self.recent_qids.select("host", pl.col("queue_id").alias("next_queue_id"),
-                                          pl.col("time").alias("_created"))
         slack = pl.duration(seconds=60)
         start = pl.col("time") - pl.duration(seconds=pl.col("delay").fill_null(0)) - slack
-        rows = out.select("host", "next_queue_id", "time", "delay").with_row_index("_row")
-        hops = rows.filter(pl.col("next_queue_id").is_not_null()).join(
-            created, on=["host", "next_queue_id"]).filter(
+        rows = out.select("host", "next_queue_id", "time", "delay").with_row_index(
+            "_row").filter(pl.col("next_queue_id").is_not_null())
+        # the buffer holds an hour of queue files: only those named by these deliveries
+        created = self.recent_qids.filter(pl.col("queue_id").is_in(
+            rows.get_column("next_queue_id").implode())).select(
+            "host", pl.col("queue_id").alias("next_queue_id"), pl.col("time").alias("_created"))
+        hops = rows.join(created, on=["host", "next_queue_id"]).filter(
             pl.col("_created").is_between(start, pl.col("time") + slack))["_row"]
         return out.with_columns(pl.int_range(pl.len()).is_in(hops.cast(pl.Int64).implode())
                                 .alias("hop"))
+
+
+def _spf_of(spf: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
+    """The results for the client addresses of ``rows``: the as-of joins by address cost
+    about as much per row of the (hour-long) buffer as per row they look up."""
+    return spf.filter(pl.col("client_ip").is_in(rows.get_column("client_ip").implode()))
 
 
 def _dedupe_spf(spf: pl.DataFrame) -> pl.DataFrame:
