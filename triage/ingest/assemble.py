@@ -234,10 +234,18 @@ def _session_links(partials: pl.DataFrame, carried: pl.DataFrame | None) -> pl.D
                          ).explode("line_no").drop_nulls("line_no")
 
 
-def _merge_sessions(parts: pl.DataFrame) -> pl.DataFrame:
-    # ``parts`` holds the carried open rows (seq 0) before this chunk's rows, so "first" keeps
-    # the earlier value and "last" the later one.
-    return parts.group_by("host", "pid", "seq", maintain_order=True).agg(*_SESSION_MERGE)
+def _merge_sessions(carried: pl.DataFrame | None,
+                    partials: pl.DataFrame | None) -> pl.DataFrame | None:
+    """The carried open sessions (seq 0) merged with this chunk's session rows. Only a row
+    of seq 0 (lines before its process's first connect here) can continue a carried one;
+    the others are whole already."""
+    if carried is None or carried.height == 0 or partials is None:
+        return partials if carried is None or carried.height == 0 else carried
+    first = pl.col("seq") == 0
+    # the carried rows come first, so "first" keeps the earlier value and "last" the later
+    merged = pl.concat([carried, partials.filter(first)], how="diagonal_relaxed").group_by(
+        "host", "pid", "seq", maintain_order=True).agg(*_SESSION_MERGE)
+    return pl.concat([merged, partials.filter(~first)], how="diagonal_relaxed")
 
 
 _SESSION_MERGE = [
@@ -330,9 +338,17 @@ def _message_partials(ev: pl.DataFrame) -> pl.DataFrame:
         *_MESSAGE_KEY, "seq").agg(*_MESSAGE_AGGS)
 
 
-def _merge_messages(parts: pl.DataFrame) -> pl.DataFrame:
-    return parts.group_by("host", "instance", "queue_id", "seq", maintain_order=True).agg(
-        *_MESSAGE_MERGE)
+def _merge_messages(carried: pl.DataFrame | None,
+                    partials: pl.DataFrame | None) -> pl.DataFrame | None:
+    """The carried open messages (seq 0) merged with this chunk's message rows; only rows
+    of a carried queue id are aggregated again, the others are whole already."""
+    if carried is None or carried.height == 0 or partials is None:
+        return partials if carried is None or carried.height == 0 else carried
+    again = pl.col("queue_id").is_in(carried.get_column("queue_id").implode())
+    # the carried rows come first, so "first" keeps the earlier value and "last" the later
+    merged = pl.concat([carried, partials.filter(again)], how="diagonal_relaxed").group_by(
+        *_MESSAGE_KEY, "seq", maintain_order=True).agg(*_MESSAGE_MERGE)
+    return pl.concat([merged, partials.filter(~again)], how="diagonal_relaxed")
 
 
 _MESSAGE_MERGE = [
@@ -432,21 +448,19 @@ class Assembler:
 
     # -- sessions
     def _sessions(self, kinds: KindFrames | None, final: bool) -> pl.DataFrame:
-        parts = []
         carried = self.open_sessions
+        partials = None
         self.session_links = None
-        if carried is not None:
-            parts.append(carried)
         if kinds is not None and kinds.height:
             ev = kinds.pick(_SESSION_EVENTS, _SESSION_COLUMNS_IN, line_order=False).filter(
                 pl.col("daemon") == "smtpd")
             if ev.height:
                 partials = _session_partials(ev, kinds.file)
                 self.session_links = _session_links(partials, carried)
-                parts.append(partials.drop("link_lines"))
-        if not parts:
+                partials = partials.drop("link_lines")
+        merged = _merge_sessions(carried, partials)
+        if merged is None:
             return _empty_sessions()
-        merged = _merge_sessions(pl.concat(parts, how="diagonal_relaxed"))
         last_seq = pl.col("seq") == pl.col("seq").max().over("host", "pid")
         done = pl.col("disconnect_time").is_not_null() | ~last_seq
         span = kinds.time_range() if kinds is not None else None
@@ -491,18 +505,16 @@ class Assembler:
 
     # -- messages
     def _messages(self, kinds: KindFrames | None, final: bool) -> pl.DataFrame | None:
-        parts = []
-        if self.open_messages is not None:
-            parts.append(self.open_messages)
+        partials = None
         if kinds is not None and kinds.height:
             ev = self._with_session(_message_events(kinds).filter(
                 pl.col("queue_id").is_not_null() & (pl.col("queue_id") != "NOQUEUE")
                 & pl.col("instance").is_not_null()))
             if ev.height:
-                parts.append(_message_partials(ev))
-        if not parts:
+                partials = _message_partials(ev)
+        merged = _merge_messages(self.open_messages, partials)
+        if merged is None:
             return None
-        merged = _merge_messages(pl.concat(parts, how="diagonal_relaxed"))
         done = pl.col("closed") | pl.lit(final)
         closed = merged.filter(done)
         self.open_messages = merged.filter(~done).with_columns(pl.lit(0, pl.Int32).alias("seq"))
