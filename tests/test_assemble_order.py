@@ -187,3 +187,24 @@ def test_spf_buffer_keeps_one_result_per_client_and_time() -> None:
         ["host", "client_ip", "time"], keep="last", maintain_order=True)
     assert asm_.spf is not None and asm_.spf.equals(expected)
     assert asm_.spf["time"].is_sorted() and asm_.spf.height < everything.height
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_rows_by_key_are_together_in_line_order(monkeypatch: pytest.MonkeyPatch,
+                                               collide: bool) -> None:
+    """``_by_key`` sorts by a hash of the key; keys sharing a hash (forced here) fall back to
+    sorting by the key itself."""
+    if collide:
+        monkeypatch.setattr(asm, "_key_hash", lambda keys: pl.lit(0, pl.UInt64))
+    rnd = random.Random(9)
+    n = 500
+    ev = pl.DataFrame({"line_no": rnd.sample(range(10_000), n),
+                       "host": [rnd.choice(["a", "b", "c"]) for _ in range(n)],
+                       "pid": [rnd.randrange(20) for _ in range(n)]})
+    out = asm._by_key(ev, ["host", "pid"])
+    assert out.sort("line_no").equals(ev.sort("line_no"))
+    runs = out.select((pl.struct("host", "pid") != pl.struct("host", "pid").shift(1))
+                      .fill_null(True).sum()).item()
+    assert runs == ev.select(pl.struct("host", "pid").n_unique()).item()  # keys together
+    assert out.select((pl.col("line_no").diff() > 0).over("host", "pid").fill_null(True)
+                      .all()).item()  # each key's rows in line order

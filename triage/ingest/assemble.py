@@ -156,7 +156,7 @@ def _by_key(ev: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     the keys' and the hashes' changes) falls back to sorting by the strings."""
     if len(keys) == 1 and ev.schema[keys[0]].is_integer():
         return ev.sort(keys[0], "line_no")
-    ev = ev.with_columns(pl.struct(keys).hash().alias("_hash")).sort("_hash", "line_no")
+    ev = ev.with_columns(_key_hash(keys).alias("_hash")).sort("_hash", "line_no")
     changes = [(~pl.col(c).eq_missing(pl.col(c).shift(1))) for c in keys]
     key_changes = changes[0]
     for c in changes[1:]:
@@ -166,6 +166,10 @@ def _by_key(ev: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     if counts["k"].item() != counts["h"].item():
         ev = ev.sort(*keys, "line_no")
     return ev.drop("_hash")
+
+
+def _key_hash(keys: list[str]) -> pl.Expr:
+    return pl.struct(keys).hash()
 
 
 def _session_partials(ev: pl.DataFrame, file: str) -> pl.DataFrame:
