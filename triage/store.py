@@ -343,8 +343,9 @@ class Generation:
 
 
 def _write_parquet(frame: pl.DataFrame, target: Path) -> None:
+    # zstd level 1: about 20% less CPU than the default level 3 for files 2-4% larger
     with atomic_target(target) as tmp:
-        frame.write_parquet(tmp, compression="zstd")
+        frame.write_parquet(tmp, compression="zstd", compression_level=1)
 
 
 def _write_text_atomic(target: Path, text: str) -> None:
