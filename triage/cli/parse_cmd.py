@@ -72,9 +72,11 @@ def parse_command(
         # log (half the encoding time); text outputs keep the log's line order.
         for part in iter_tables(logs, opts, stats, tables=names,
                                 events_in_line_order=fmt is not Format.parquet):
-            for name, frame in part.items():
-                if name in writers:
-                    background.put(writers[name], frame)
+            # handed over and dropped here (the dict is the reader's too): the writer holds
+            # what it still needs, nothing of this batch is kept while the next is assembled
+            for name in [n for n in part if n in writers]:
+                background.put(writers[name], part.pop(name))
+            part.clear()
         background.finish()
     except BaseException:
         background.stop()

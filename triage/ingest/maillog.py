@@ -151,13 +151,20 @@ def iter_blocks(path: str | Path, chunk_bytes: int, offset: int = 0,
                     yield rest, True, read
                 return
             read += len(data)
-            buf = rest + data
-            cut = buf.rfind(b"\n")
-            if cut < 0:
-                rest = buf
+            cut = data.rfind(b"\n") + 1
+            if not cut:
+                rest += data
                 continue
-            rest = buf[cut + 1:]
-            yield buf[:cut + 1], False, read - len(rest)
+            # the lines carried over and this read's whole lines, copied once (no copy at
+            # all when none is carried and the read ends a line); only the block is held
+            # while the caller parses it
+            if rest or cut < len(data):
+                block = b"".join((rest, memoryview(data)[:cut]))
+                rest = data[cut:]
+            else:
+                block = data
+            del data
+            yield block, False, read - len(rest)
 
 
 def first_timestamp(path: str | Path, opts: ReadOptions) -> datetime | None:
@@ -233,7 +240,7 @@ def _zone(name: str | None) -> ZoneInfo:
 def lines_frame(block: bytes, first_line_no: int, is_last: bool) -> tuple[pl.DataFrame, list]:
     """Split a block into a frame (line_no, line); NUL / overlong / truncated lines go aside."""
     bad: list[tuple[int, str, str]] = []
-    if b"\x00" in block or b"\r" in block.replace(b"\r\n", b"\n"):
+    if b"\x00" in block or (b"\r" in block and b"\r" in block.replace(b"\r\n", b"\n")):
         raw_lines = block.split(b"\n")
         if raw_lines and raw_lines[-1] == b"":
             raw_lines.pop()
