@@ -7,9 +7,12 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from triage.ingest.maillog import iter_blocks
+from triage.ingest.kindframes import KindFrames
+from triage.ingest.logtables import batched
+from triage.ingest.maillog import Chunk, iter_blocks
 
 
 def _reference_blocks(path: Path, chunk_bytes: int, offset: int = 0,
@@ -63,3 +66,40 @@ def test_blocks_of_a_compressed_file(tmp_path: Path, tail: bytes) -> None:
     whole = list(iter_blocks(packed, 100, partial_tail=False))
     assert b"".join(block for block, _, _ in whole) == content[:content.rfind(b"\n") + 1]
 
+
+
+def _chunk(file: str, events: int, tag: int) -> Chunk:
+    frame = pl.DataFrame({"line_no": list(range(tag * 1000, tag * 1000 + events))},
+                         schema={"line_no": pl.Int64})
+    return Chunk(kinds=KindFrames({"connect": frame}, file), unparsed=pl.DataFrame(),
+                 lines=events, file=file)
+
+
+def _reference_batches(sizes: list[tuple[str, int]], limit: int) -> list[list[int]]:
+    """Chunk indexes per batch: a batch ends once it holds ``limit`` events, or at a new
+    file."""
+    out: list[list[int]] = []
+    held = 0
+    for i, (file, n) in enumerate(sizes):
+        if out and (file != sizes[out[-1][-1]][0] or held >= limit):
+            out.append([])
+            held = 0
+        if not out:
+            out.append([])
+        out[-1].append(i)
+        held += n
+    return out
+
+
+def test_batches_group_the_same_chunks() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        sizes = [(rng.choice("ab"), rng.randint(0, 40)) for _ in range(rng.randint(0, 12))]
+        sizes.sort(key=lambda s: s[0])  # files come one after the other
+        limit = rng.choice([1, 10, 50])
+        chunks = [_chunk(f, n, i) for i, (f, n) in enumerate(sizes)]
+        got = [batch.kinds.frames["connect"]["line_no"].to_list() if batch.kinds.frames else []
+               for batch in batched(iter(chunks), limit)]
+        want = [[v for i in group for v in range(i * 1000, i * 1000 + sizes[i][1])]
+                for group in _reference_batches(sizes, limit)]
+        assert got == want
