@@ -156,10 +156,13 @@ class WriterThread:
             if self._error is not None or self._stopping:
                 continue  # drain: the caller is told, or is stopping
             writer, frame = item
+            del item
             try:
                 writer.write(frame)
             except BaseException as exc:  # handed to the caller
                 self._error = exc
+            # not kept while waiting for the next one (a batch's events are ~35 MB)
+            del writer, frame
 
     def put(self, writer: TableWriter, frame: pl.DataFrame) -> None:
         if self._error is not None:
