@@ -48,11 +48,18 @@ def batched(chunks: Iterable[Chunk], events: int | None = None) -> Iterator[Chun
     batch: list[Chunk] = []
     held = 0
     for chunk in chunks:
-        if batch and (chunk.file != batch[-1].file or held >= limit):
+        if batch and chunk.file != batch[-1].file:
             yield _merge(batch)
             batch, held = [], 0
         batch.append(chunk)
         held += chunk.kinds.height
+        if held >= limit:
+            # yielded as soon as full: the next chunk is not read (and held) first
+            merged = _merge(batch)
+            batch, held = [], 0
+            del chunk
+            yield merged
+            del merged
     if batch:
         yield _merge(batch)
 
@@ -90,7 +97,9 @@ def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
                "rejects": t.rejects, "unparsed": batch.unparsed}
         if "events" in tables:  # the wide table costs memory: only when asked for
             out["events"] = batch.kinds.wide(events_in_line_order)
+        del t, batch  # what the consumer writes is in `out`; nothing else kept meanwhile
         yield out
+        del out
     t = asm.finish()
     yield {"sessions": t.sessions, "messages": t.messages}
 
