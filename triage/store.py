@@ -307,17 +307,14 @@ class Generation:
 
     def _flush_all(self) -> None:
         """Write every buffered table, two at a time (polars writes without the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         jobs = []
         for table in list(self._buffer):
             buf = self._buffer.pop(table)
             if buf:
                 self._parts += 1
                 jobs.append((table, buf, self._parts))
-        if len(jobs) < 2:
-            for job in jobs:
-                self._write_part(*job)
-            return
-        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             for future in [pool.submit(self._write_part, *job) for job in jobs]:

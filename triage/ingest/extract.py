@@ -65,9 +65,8 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
     Each kind's frame has the header columns and that kind's fields, typed as in
     EVENT_SCHEMA, in line order.
 
-    ``frame`` has line_no, time, host, program, pid, instance, service, daemon, msg (and
-    optionally ``word``). Lines of programs that are not part of the mail system are dropped
-    here (the caller counts them).
+    ``frame`` has line_no, time, host, program, pid, instance, service, daemon, msg. Lines of
+    programs that are not part of the mail system are dropped here (the caller counts them).
 
     Cost: a block of lines pays a fixed price per polars operation, so the expressions of each
     kind are built once per process (``_plan``) and every round of matching is one
@@ -77,13 +76,8 @@ def extract_events(frame: pl.DataFrame, rule_id_pattern: str
     frame = frame.filter(is_mail)
     # A word no kind names selects the same kinds as no word (host names, domains ...): fold
     # it away, so the combinations below stay few.
-    if "word" in frame.columns:
-        frame = frame.with_columns(
-            pl.when(pl.col("word").is_in(_KIND_WORD_LIST)).then(pl.col("word")).alias("word"))
-    else:
-        frame = (frame.lazy().with_columns(pl.col("msg").str.extract_groups(_HEAD_RE)
-                                           .alias("word"))
-                 .with_columns(_KIND_WORD).collect(**_COLLECT))
+    frame = (frame.lazy().with_columns(pl.col("msg").str.extract_groups(_HEAD_RE).alias("word"))
+             .with_columns(_KIND_WORD).collect(**_COLLECT))
     combos = frame.select("program", "daemon", "instance", "word").unique()
     tuples: dict[tuple[str, ...], int] = {}
     rows = []

@@ -44,12 +44,11 @@ class KindFrames:
     def time_range(self) -> tuple[datetime, datetime] | None:
         """(first, last) event time, or None without events; computed once per instance
         (the reader and the assembler ask several times per batch)."""
-        key = self._span_key()
-        if self._span is not None and self._span[0] == key:
-            return self._span[1]
-        span = _combine([_series_span(f.get_column("time")) for f in self.frames.values()
-                         if f.height])
-        self._span = (key, span)
+        known, span = self._cached_span()
+        if not known:
+            span = _combine([_series_span(f.get_column("time")) for f in self.frames.values()
+                             if f.height])
+            self._span = (self._span_key(), span)
         return span
 
     def _span_key(self) -> tuple[int, ...]:

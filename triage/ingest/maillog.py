@@ -70,7 +70,8 @@ class ReadOptions:
     chunk_bytes: int = field(default_factory=lambda: chunk_bytes_setting(DEFAULT_CHUNK_BYTES))
     # blocks parsed at once on a thread pool (polars releases the GIL); each holds a block's
     # worth of frames, so this multiplies the memory held
-    workers: int = int(os.environ.get("TRIAGE_PARSE_WORKERS", "2"))
+    workers: int = field(default_factory=lambda: int(os.environ.get("TRIAGE_PARSE_WORKERS")
+                                                     or 2))
 
 
 def chunk_bytes_setting(default: int) -> int:
