@@ -182,3 +182,34 @@ def test_results_of_a_long_deferred_message_are_kept(tmp_path: Path,
     m = frames["messages"].filter(pl.col("queue_id") == "CCC333").row(0, named=True)
     assert m["status"] == "delivered" and m["n_deferred"] == 1
     assert (m["spf_result"], m["dkim_result"], m["dmarc_result"]) == ("pass", "pass", "pass")
+
+
+@pytest.mark.parametrize("batch", [10, 50_000])
+def test_milter_results_of_a_reused_queue_id_stay_with_their_incarnation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """A queue id used again 20 minutes later: each incarnation gets the DKIM and DMARC
+    results logged while it was in the queue, whatever the batches the log is read in."""
+    def message(t0: int, ip: str, dkim: str, dmarc: str) -> list[str]:
+        ts = [f"Nov 20 08:{t0 + i:02d}:00" for i in range(4)]
+        return [
+            f"{ts[0]} mx postfix/smtpd[100]: DDD444: client=c.example[{ip}]",
+            f"{ts[1]} mx opendkim[400]: DDD444: {dkim}",
+            f"{ts[1]} mx opendmarc[500]: DDD444: {dmarc}",
+            f"{ts[2]} mx postfix/qmgr[150]: DDD444: from=<a@example.com>, size=1000, "
+            "nrcpt=1 (queue active)",
+            f"{ts[2]} mx postfix/local[600]: DDD444: to=<x@example.org>, relay=local, "
+            "delay=1, delays=1/0/0/0, dsn=2.0.0, status=sent (delivered to mailbox)",
+            f"{ts[3]} mx postfix/qmgr[150]: DDD444: removed",
+        ]
+    lines = (message(0, "192.0.2.1", "DKIM verification successful", "example.com pass")
+             + message(20, "192.0.2.2", "no signature data", "spam.example fail"))
+    path = tmp_path / "mail.log"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr("triage.ingest.logtables.BATCH_EVENTS", batch)
+    frames, _ = collect_tables([path], ReadOptions(year=2026, timezone="UTC",
+                                                   chunk_bytes=256))
+    m = frames["messages"].sort("first_seen")
+    assert m["incarnation"].to_list() == [0, 1]
+    assert m.select("client_ip", "dkim_result", "dmarc_result", "dmarc_domain").rows() == [
+        ("192.0.2.1", "pass", "pass", "example.com"),
+        ("192.0.2.2", "none", "fail", "spam.example")]

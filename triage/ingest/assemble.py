@@ -36,6 +36,9 @@ from triage.ingest.maillog import conform
 
 RECENT = timedelta(hours=1)  # how long hop links, milter and SPF results are kept
 SPF_TOLERANCE = timedelta(minutes=15)
+# a milter's result is logged between a message's first and last line; traditional
+# timestamps have whole seconds, and lines of different daemons may come a little out of order
+MILTER_SLACK = timedelta(seconds=2)
 LINK_TOLERANCE = timedelta(minutes=10)  # a hop's link is logged as its next queue file starts
 
 _SESSION_EVENTS = ("connect", "disconnect", "client", "reject", "milter", "tls", "sasl_failure",
@@ -640,13 +643,20 @@ class Assembler:
                                      pl.lit(None, pl.List(pl.String)).alias("dkim_domains"),
                                      pl.lit(None, pl.String).alias("dmarc_result"),
                                      pl.lit(None, pl.String).alias("dmarc_domain"))
-        agg = milter.group_by("host", "queue_id").agg(
+        # A reused queue id: each incarnation takes only the results logged while it was in
+        # the queue (the milters run before its queue file is committed).
+        rows = msgs.select("host", "queue_id", "first_seen", "last_seen").with_row_index("_row")
+        hits = rows.join(milter, on=["host", "queue_id"], maintain_order="right").filter(
+            pl.col("time").is_between(pl.col("first_seen") - MILTER_SLACK,
+                                      pl.col("last_seen") + MILTER_SLACK))
+        agg = hits.group_by("_row").agg(
             pl.col("dkim_rank").max(),
             pl.col("dkim_domain").drop_nulls().unique(maintain_order=True).alias("dkim_domains"),
             pl.col("dmarc_result").last(ignore_nulls=True),
             pl.col("dmarc_domain").last(ignore_nulls=True),
         ).with_columns(_DKIM_RESULT).drop("dkim_rank")
-        return msgs.join(agg, on=["host", "queue_id"], how="left", maintain_order="left")
+        return msgs.with_row_index("_row").join(agg, on="_row", how="left",
+                                                maintain_order="left").drop("_row")
 
     # -- windows of SPF results, milter results and hop links
     def _buffers(self, kinds: KindFrames) -> None:
