@@ -165,3 +165,75 @@ def test_writer_thread_writes_in_order_and_hands_errors_back(tmp_path: Path) -> 
     bg.put(Broken("csv", tmp_path / "u.csv"), pl.DataFrame({"n": [1]}))
     with pytest.raises(OSError, match="disk full"):
         bg.finish()
+
+
+def test_parquet_stream_appends_frames_and_iterables(tmp_path: Path) -> None:
+    """Frames and iterables of frames go to one file, in order, in row groups of at most
+    ROW_GROUP_ROWS rows, with the table's schema (chunks with a column missing or all-null
+    under another type are conformed); pandas reads it with the usual types."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from triage.cli.output import ROW_GROUP_ROWS, TableWriter
+
+    schema = pl.Schema({"n": pl.Int64, "name": pl.String,
+                        "time": pl.Datetime("us", "UTC")})
+    out = tmp_path / "t.parquet"
+    writer = TableWriter("parquet", out, empty=pl.DataFrame(schema=schema))
+    big = pl.DataFrame({"n": range(25_000), "name": [f"h{i % 7}" for i in range(25_000)]})
+    writer.write(big)  # no time column at all
+    writer.write(iter([pl.DataFrame({"n": [-1], "name": [None], "time": [None]}),
+                       pl.DataFrame(schema=schema),
+                       pl.DataFrame({"n": [-2], "name": ["x"]})]))
+    writer.close()
+    assert writer.rows == 25_002
+    back = pl.read_parquet(out)
+    assert back.schema == schema
+    assert back["n"].to_list() == [*range(25_000), -1, -2]
+    assert back["name"][-1] == "x" and back["time"].null_count() == 25_002
+    meta = pq.ParquetFile(out).metadata
+    assert meta.num_row_groups >= 3
+    assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= ROW_GROUP_ROWS
+    frame = pd.read_parquet(out)
+    assert str(frame["time"].dtype) == "datetime64[us, UTC]" and frame["name"].iloc[0] == "h0"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_parquet_stream_error_reaches_the_caller_and_leaves_no_file(tmp_path: Path) -> None:
+    from triage.cli.output import ParquetStream
+
+    gone = tmp_path / "gone"
+    stream = ParquetStream(gone / "t.parquet", pl.Schema({"n": pl.Int64}))
+    with pytest.raises(Exception, match=r"t\.parquet|No such file"):
+        for _ in range(50):  # the error is raised at a write or, at the latest, at close
+            stream.write(pl.DataFrame({"n": [1]}))
+        stream.close()
+    assert not gone.exists()
+
+
+def test_parse_interrupted_keeps_the_previous_output(tmp_path: Path) -> None:
+    """Ctrl-C while `triage parse` streams Parquet: exit 130, the previous files are kept,
+    no temporary file is left behind, and the encoding threads do not hold the exit."""
+    import os
+    import signal
+    import time
+
+    lines = CHAIN.read_text().splitlines(keepends=True)
+    log = tmp_path / "mail.log"
+    log.write_text("".join(lines * (300_000 // len(lines))))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "events.parquet").write_bytes(b"previous")
+    proc = subprocess.Popen([sys.executable, "-m", "triage.cli", "parse", str(log), "--year",
+                             "2026", "--table", "all", "--format", "parquet", "--out",
+                             str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".events.parquet.*.tmp")):  # the writers are open: parsing
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert (out / "events.parquet").read_bytes() == b"previous"
+    assert sorted(p.name for p in out.iterdir()) == ["events.parquet"]

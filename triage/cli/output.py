@@ -9,15 +9,13 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used: `triage --help` and cheap commands stay light
     import polars as pl
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
 from triage.atomicfile import atomic_target
 from triage.errors import InputError
@@ -55,86 +53,187 @@ class TableWriter:
         self.fmt, self.out = fmt, out
         self.rows = 0
         self._stack = contextlib.ExitStack()
-        # the schema of the table: from a typed empty frame when given, else the first chunk
-        self._schema: pa.Schema | None = (_arrow(empty).schema if empty is not None else None)
-        self._pq: pq.ParquetWriter | None = None
+        # the columns of the table: from a typed empty frame when given, else the first chunk
+        self._schema: pl.Schema | None = empty.schema if empty is not None else None
+        self._parquet: ParquetStream | None = None
         self._header = True
-        self._stream: IO[Any]
+        self._stream: IO[Any] | None = None
         if out is None:
             self._stream = sys.stdout
+            return
+        self._tmp = self._stack.enter_context(atomic_path(out))
+        if fmt == "parquet":
+            if self._schema is not None:
+                self._parquet = ParquetStream(self._tmp, self._schema)
         else:
-            self._tmp = self._stack.enter_context(atomic_path(out))
-            self._stream = (self._stack.enter_context(open(self._tmp, "wb"))  # noqa: SIM115
-                            if fmt == "parquet" else
-                            self._stack.enter_context(open(self._tmp, "w", encoding="utf-8",  # noqa: SIM115
-                                                           newline="")))
+            self._stream = self._stack.enter_context(open(self._tmp, "w", encoding="utf-8",  # noqa: SIM115
+                                                          newline=""))
 
-    def write(self, frame: pl.DataFrame) -> None:
+    def write(self, frame: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
+        """Append a frame, or the frames of an iterable (Parquet consumes an iterable on its
+        encoding thread, one frame at a time, so the frames need not all exist at once)."""
+        import polars as pl
+
+        if not isinstance(frame, pl.DataFrame):
+            if self._parquet is not None and self._schema is not None:
+                self._parquet.write(self._counted(frame, self._schema))
+            else:
+                for part in frame:
+                    self.write(part)
+            return
         if frame.height == 0 and self._schema is not None:
             return
-        table = _arrow(frame)
         if self._schema is None:
-            self._schema = table.schema
+            self._schema = frame.schema
         else:
-            table = _conform(table, self._schema)
+            frame = _conform(frame, self._schema)
         self.rows += frame.height
         if self.fmt == "parquet":
-            if self._pq is None:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-
-                # zstd level 1 and dictionaries only for the low-cardinality columns: measured
-                # here about twice as fast as the defaults, files as small. Min/max statistics
-                # only for numbers and times (what readers filter row groups on): on text
-                # columns they cost a quarter of the writing time.
-                dictionary = [f.name for f in self._schema if f.name in LOW_CARDINALITY]
-                stats = [f.name for f in self._schema
-                         if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
-                         or pa.types.is_timestamp(f.type)]
-                self._pq = pq.ParquetWriter(self._stream, self._schema, compression="zstd",
-                                            compression_level=1, use_dictionary=dictionary,
-                                            write_statistics=stats)
-            if table.num_rows:
-                self._pq.write_table(table)
+            if self._parquet is None:
+                self._parquet = ParquetStream(self._tmp, self._schema)
+            if frame.height:
+                self._parquet.write(frame)
             return
         if frame.height == 0:
             return
-        import polars as pl
-
-        df = pl.from_arrow(table)
-        assert isinstance(df, pl.DataFrame)
+        assert self._stream is not None
         if self.fmt == "csv":
-            flat = df.with_columns([pl.col(c).cast(pl.List(pl.String)).list.join(" ")
-                                    for c, t in df.schema.items() if isinstance(t, pl.List)])
+            flat = frame.with_columns([pl.col(c).cast(pl.List(pl.String)).list.join(" ")
+                                       for c, t in frame.schema.items() if isinstance(t, pl.List)])
             text = flat.write_csv(include_header=self._header)
             self._header = False
         else:
             buf = io.StringIO()
-            df.write_ndjson(buf)
+            frame.write_ndjson(buf)
             text = buf.getvalue()
         self._stream.write(text)
 
-    def close(self) -> None:
-        if self._pq is not None:
-            self._pq.close()
-        elif self.fmt == "parquet" and self._schema is not None:
-            import pyarrow.parquet as pq
+    def _counted(self, parts: Iterable[pl.DataFrame], schema: pl.Schema
+                 ) -> Iterator[pl.DataFrame]:
+        for part in parts:  # runs on the Parquet thread
+            if part.height:
+                self.rows += part.height
+                yield _conform(part, schema)
 
-            pq.write_table(self._schema.empty_table(), self._stream)
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self.fmt == "parquet":  # no schema and no rows: a file with no columns
+            import polars as pl
+
+            pl.DataFrame().write_parquet(self._tmp)
         if self.out is None:
+            assert self._stream is not None
             self._stream.flush()
         self._stack.close()
 
     def abort(self) -> None:
         """Drop the partial output (the target keeps its previous content)."""
+        if self._parquet is not None:
+            self._parquet.abort()
         self._stack.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+
+
+# Parquet row groups of this many rows: the sink gathers a row group before it encodes it,
+# so a smaller group holds less memory (25,000 rows of the events table: ~20 MB more at the
+# peak of `triage parse`, 0.2 s less CPU per million lines). 10,000 events are about 0.2 MB
+# compressed, large enough that readers are not slowed by per-group costs.
+ROW_GROUP_ROWS = 10_000
+
+
+class ParquetStream:
+    """Append polars frames to one Parquet file, encoded by polars' streaming Parquet sink
+    on a thread of its own (polars releases the GIL while it encodes).
+
+    The sink reads its input from a Python source (``register_io_source``) fed through a
+    queue of one frame: :meth:`write` blocks while the sink is busy, so at most the frame
+    being encoded and one waiting frame are held. pyarrow's writer is not used: importing it
+    costs ~40 MB of the log reader's memory, and its encoding ran on one thread.
+    ``register_io_source`` is marked unstable by polars: tests/test_cli_parse.py pins what
+    this class relies on (order, schema, row groups, errors, Ctrl-C).
+    """
+
+    def __init__(self, path: Path, schema: pl.Schema, row_group_size: int | None = None):
+        import queue
+        import threading
+
+        from polars.io.plugins import register_io_source
+
+        self._queue: queue.Queue[pl.DataFrame | Iterable[pl.DataFrame] | None] = queue.Queue(1)
+        self._error: BaseException | None = None
+        self._closed = False
+        source = register_io_source(self._frames, schema=schema, validate_schema=True)
+        self._thread = threading.Thread(target=self._run, name="triage-parquet", daemon=True,
+                                        args=(source, path, row_group_size or ROW_GROUP_ROWS))
+        self._thread.start()
+
+    def _frames(self, with_columns: list[str] | None, predicate: Any, n_rows: int | None,
+                batch_size: int | None) -> Iterator[pl.DataFrame]:
+        # a plain sink asks for every column and row: nothing to project or filter
+        import polars as pl
+
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, pl.DataFrame):
+                yield item
+            else:
+                yield from item
+            del item  # not held while waiting for the next one
+
+    def _run(self, source: pl.LazyFrame, path: Path, row_group_size: int) -> None:
+        try:
+            # zstd level 1: about twice as fast as the default level, files as small
+            source.sink_parquet(path, compression="zstd", compression_level=1,
+                                row_group_size=row_group_size, maintain_order=True)
+        except BaseException as exc:  # handed to the caller at its next write or close
+            self._error = exc
+
+    def _put(self, item: pl.DataFrame | Iterable[pl.DataFrame] | None) -> None:
+        import queue
+
+        while True:
+            if self._error is not None:
+                raise self._error
+            if not self._thread.is_alive():
+                raise RuntimeError("the Parquet writer stopped unexpectedly")
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def write(self, frame: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
+        """Queue a frame, or an iterable of frames consumed on the encoding thread."""
+        self._put(frame)
+
+    def close(self) -> None:
+        """End the stream and wait until the file is complete."""
+        if not self._closed:
+            self._closed = True
+            self._put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """End the stream without raising (the caller removes the file)."""
+        if self._closed:
+            return
+        self._closed = True
+        import queue
+
+        with contextlib.suppress(queue.Empty):
+            self._queue.get_nowait()  # a frame not yet taken is not written
+        with contextlib.suppress(BaseException):
+            self._put(None)
+        self._thread.join(timeout=30)
 
 
 class WriterThread:
     """Run ``TableWriter.write`` calls on a thread of their own, in order.
 
-    Encoding Parquet (pyarrow) releases the GIL, so writing one batch overlaps reading and
-    assembling the next. At most ``depth`` frames wait, so memory stays bounded. An error in
+    Encoding JSON lines or CSV (polars) releases the GIL, so writing one batch overlaps
+    reading and assembling the next (Parquet has a thread of its own: :class:`ParquetStream`).
+    At most ``depth`` frames wait, so memory stays bounded. An error in
     the thread is raised in the caller at the next :meth:`put` or at :meth:`finish`.
     """
 
@@ -184,30 +283,12 @@ class WriterThread:
         self._thread.join()
 
 
-# Columns with few distinct values, where parquet dictionary encoding pays off.
-LOW_CARDINALITY = frozenset({
-    "host", "program", "instance", "service", "daemon", "kind", "proto", "action", "stage",
-    "enhanced_code", "reason_class", "dsn", "status", "sasl_method", "result", "identity", "tls",
-    "file", "relay", "origin", "spf_result", "dkim_result", "dmarc_result", "reason", "role",
-})
-
-
-def _arrow(frame: pl.DataFrame) -> pa.Table:
-    # the newest Arrow layout keeps polars' string views: no copy of every string
+def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    """A chunk in the columns and types of ``schema`` (columns a chunk lacks, and all-null
+    columns, which a chunk may carry as another type, come out as typed nulls)."""
     import polars as pl
 
-    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Cast a chunk to the schema of the first chunk (all-null columns come out as strings)."""
-    import pyarrow as pa
-
-    cols = []
-    for f in schema:
-        if f.name in table.column_names:
-            col = table.column(f.name)
-            cols.append(col if col.type == f.type else col.cast(f.type, safe=False))
-        else:
-            cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
+    if frame.schema == schema:
+        return frame
+    return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
+                         for c, t in schema.items()])

@@ -46,7 +46,7 @@ def parse_command(
 ) -> None:
     """Parse mail.log files into tables (events, sessions, messages, deliveries, rejects,
     unparsed). Streams in bounded memory; a summary goes to stderr."""
-    from triage.ingest.logtables import TABLES, empty_table, iter_tables
+    from triage.ingest.logtables import STREAM_BATCH_EVENTS, TABLES, empty_table, iter_tables
     from triage.ingest.maillog import ReadOptions, ReadStats
 
     cfg = load_config(config)
@@ -66,20 +66,28 @@ def parse_command(
         targets = {names[0]: out}
     writers = {n: TableWriter(fmt.value, targets[n], empty=empty_table(n)) for n in names}
     stats = ReadStats()
-    background = WriterThread()
+    # Parquet files are encoded by threads of their own (TableWriter hands each frame over);
+    # the text formats are written by one background thread.
+    background = WriterThread() if fmt is not Format.parquet else None
     try:
-        # Parquet is for analysis: its events come kind after kind within each block of the
-        # log (half the encoding time); text outputs keep the log's line order.
+        # Parquet is for analysis: its events come kind after kind within each batch (half
+        # the encoding time, and no wide table held); text outputs keep the log's line order.
         for part in iter_tables(logs, opts, stats, tables=names,
-                                events_in_line_order=fmt is not Format.parquet):
+                                events_by_kind=fmt is Format.parquet,
+                                batch_events=STREAM_BATCH_EVENTS):
             # handed over and dropped here (the dict is the reader's too): the writer holds
             # what it still needs, nothing of this batch is kept while the next is assembled
             for name in [n for n in part if n in writers]:
-                background.put(writers[name], part.pop(name))
+                if background is None:
+                    writers[name].write(part.pop(name))
+                else:
+                    background.put(writers[name], part.pop(name))
             part.clear()
-        background.finish()
+        if background is not None:
+            background.finish()
     except BaseException:
-        background.stop()
+        if background is not None:
+            background.stop()
         for w in writers.values():
             w.abort()
         raise
