@@ -12,15 +12,19 @@ import sys
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:  # imported where used: `triage --help` and cheap commands stay light
     import polars as pl
+
+    from triage.parquetfile import ParquetAppender
 
 from triage.atomicfile import atomic_target
 from triage.errors import InputError
 
 FORMATS = ("jsonl", "csv", "parquet")
+# what a writer takes: a frame, or frames produced one at a time
+Table: TypeAlias = "pl.DataFrame | Iterable[pl.DataFrame]"
 
 
 class Format(StrEnum):
@@ -55,7 +59,7 @@ class TableWriter:
         self._stack = contextlib.ExitStack()
         # the columns of the table: from a typed empty frame when given, else the first chunk
         self._schema: pl.Schema | None = empty.schema if empty is not None else None
-        self._parquet: ParquetStream | None = None
+        self._parquet: ParquetAppender | None = None
         self._header = True
         self._stream: IO[Any] | None = None
         if out is None:
@@ -64,22 +68,19 @@ class TableWriter:
         self._tmp = self._stack.enter_context(atomic_path(out))
         if fmt == "parquet":
             if self._schema is not None:
-                self._parquet = ParquetStream(self._tmp, self._schema)
+                self._parquet = _appender(self._tmp, self._schema)
         else:
             self._stream = self._stack.enter_context(open(self._tmp, "w", encoding="utf-8",  # noqa: SIM115
                                                           newline=""))
 
-    def write(self, frame: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
-        """Append a frame, or the frames of an iterable (Parquet consumes an iterable on its
-        encoding thread, one frame at a time, so the frames need not all exist at once)."""
+    def write(self, frame: Table) -> None:
+        """Append a frame, or the frames of an iterable, taken one at a time (so they need
+        not all exist at once)."""
         import polars as pl
 
         if not isinstance(frame, pl.DataFrame):
-            if self._parquet is not None and self._schema is not None:
-                self._parquet.write(self._counted(frame, self._schema))
-            else:
-                for part in frame:
-                    self.write(part)
+            for part in frame:
+                self.write(part)
             return
         if frame.height == 0 and self._schema is not None:
             return
@@ -90,9 +91,8 @@ class TableWriter:
         self.rows += frame.height
         if self.fmt == "parquet":
             if self._parquet is None:
-                self._parquet = ParquetStream(self._tmp, self._schema)
-            if frame.height:
-                self._parquet.write(frame)
+                self._parquet = _appender(self._tmp, self._schema)
+            self._parquet.write(frame)
             return
         if frame.height == 0:
             return
@@ -107,13 +107,6 @@ class TableWriter:
             frame.write_ndjson(buf)
             text = buf.getvalue()
         self._stream.write(text)
-
-    def _counted(self, parts: Iterable[pl.DataFrame], schema: pl.Schema
-                 ) -> Iterator[pl.DataFrame]:
-        for part in parts:  # runs on the Parquet thread
-            if part.height:
-                self.rows += part.height
-                yield _conform(part, schema)
 
     def close(self) -> None:
         if self._parquet is not None:
@@ -134,106 +127,17 @@ class TableWriter:
         self._stack.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
 
 
-# Parquet row groups of this many rows: the sink gathers a row group before it encodes it,
-# so a smaller group holds less memory (25,000 rows of the events table: ~20 MB more at the
-# peak of `triage parse`, 0.2 s less CPU per million lines). 10,000 events are about 0.2 MB
-# compressed, large enough that readers are not slowed by per-group costs.
+# Parquet row groups of at least this many rows (a batch's frames are gathered until there
+# are): a group is held whole, in the wide layout, while polars encodes it; 10,000 events are
+# about 0.2 MB compressed, large enough that readers are not slowed by per-group costs.
 ROW_GROUP_ROWS = 10_000
-
-
-class ParquetStream:
-    """Append polars frames to one Parquet file, encoded by polars' streaming Parquet sink
-    on a thread of its own (polars releases the GIL while it encodes).
-
-    The sink reads its input from a Python source (``register_io_source``) fed through a
-    queue of one frame: :meth:`write` blocks while the sink is busy, so at most the frame
-    being encoded and one waiting frame are held. pyarrow's writer is not used: importing it
-    costs ~40 MB of the log reader's memory, and its encoding ran on one thread.
-    ``register_io_source`` is marked unstable by polars: tests/test_cli_parse.py pins what
-    this class relies on (order, schema, row groups, errors, Ctrl-C).
-    """
-
-    def __init__(self, path: Path, schema: pl.Schema, row_group_size: int | None = None):
-        import queue
-        import threading
-
-        from polars.io.plugins import register_io_source
-
-        self._queue: queue.Queue[pl.DataFrame | Iterable[pl.DataFrame] | None] = queue.Queue(1)
-        self._error: BaseException | None = None
-        self._closed = False
-        source = register_io_source(self._frames, schema=schema, validate_schema=True)
-        self._thread = threading.Thread(target=self._run, name="triage-parquet", daemon=True,
-                                        args=(source, path, row_group_size or ROW_GROUP_ROWS))
-        self._thread.start()
-
-    def _frames(self, with_columns: list[str] | None, predicate: Any, n_rows: int | None,
-                batch_size: int | None) -> Iterator[pl.DataFrame]:
-        # a plain sink asks for every column and row: nothing to project or filter
-        import polars as pl
-
-        while (item := self._queue.get()) is not None:
-            if isinstance(item, pl.DataFrame):
-                yield item
-            else:
-                yield from item
-            del item  # not held while waiting for the next one
-
-    def _run(self, source: pl.LazyFrame, path: Path, row_group_size: int) -> None:
-        try:
-            # zstd level 1: about twice as fast as the default level, files as small
-            source.sink_parquet(path, compression="zstd", compression_level=1,
-                                row_group_size=row_group_size, maintain_order=True)
-        except BaseException as exc:  # handed to the caller at its next write or close
-            self._error = exc
-
-    def _put(self, item: pl.DataFrame | Iterable[pl.DataFrame] | None) -> None:
-        import queue
-
-        while True:
-            if self._error is not None:
-                raise self._error
-            if not self._thread.is_alive():
-                raise RuntimeError("the Parquet writer stopped unexpectedly")
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def write(self, frame: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
-        """Queue a frame, or an iterable of frames consumed on the encoding thread."""
-        self._put(frame)
-
-    def close(self) -> None:
-        """End the stream and wait until the file is complete."""
-        if not self._closed:
-            self._closed = True
-            self._put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def abort(self) -> None:
-        """End the stream without raising (the caller removes the file)."""
-        if self._closed:
-            return
-        self._closed = True
-        import queue
-
-        with contextlib.suppress(queue.Empty):
-            self._queue.get_nowait()  # a frame not yet taken is not written
-        with contextlib.suppress(BaseException):
-            self._put(None)
-        self._thread.join(timeout=30)
 
 
 class WriterThread:
     """Run ``TableWriter.write`` calls on a thread of their own, in order.
 
-    Encoding JSON lines or CSV (polars) releases the GIL, so writing one batch overlaps
-    reading and assembling the next (Parquet has a thread of its own: :class:`ParquetStream`).
-    At most ``depth`` frames wait, so memory stays bounded. An error in
+    Encoding (polars) releases the GIL, so writing one batch overlaps reading and assembling
+    the next. At most ``depth`` frames wait, so memory stays bounded. An error in
     the thread is raised in the caller at the next :meth:`put` or at :meth:`finish`.
     """
 
@@ -241,7 +145,7 @@ class WriterThread:
         import queue
         import threading
 
-        self._queue: queue.Queue[tuple[TableWriter, pl.DataFrame] | None] = queue.Queue(depth)
+        self._queue: queue.Queue[tuple[TableWriter, Table] | None] = queue.Queue(depth)
         self._error: BaseException | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="triage-writer", daemon=True)
@@ -263,7 +167,7 @@ class WriterThread:
             # not kept while waiting for the next one (a batch's events are ~35 MB)
             del writer, frame
 
-    def put(self, writer: TableWriter, frame: pl.DataFrame) -> None:
+    def put(self, writer: TableWriter, frame: Table) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put((writer, frame))
@@ -281,6 +185,13 @@ class WriterThread:
         self._stopping = True
         self._queue.put(None)
         self._thread.join()
+
+
+def _appender(path: Path, schema: pl.Schema) -> ParquetAppender:
+    from triage.parquetfile import ParquetAppender
+
+    # zstd level 1: about twice as fast as the default level, files as small
+    return ParquetAppender(path, schema, ROW_GROUP_ROWS, compression="zstd", compression_level=1)
 
 
 def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:

@@ -66,9 +66,7 @@ def parse_command(
         targets = {names[0]: out}
     writers = {n: TableWriter(fmt.value, targets[n], empty=empty_table(n)) for n in names}
     stats = ReadStats()
-    # Parquet files are encoded by threads of their own (TableWriter hands each frame over);
-    # the text formats are written by one background thread.
-    background = WriterThread() if fmt is not Format.parquet else None
+    background = WriterThread()
     try:
         # Parquet is for analysis: its events come kind after kind within each batch (half
         # the encoding time, and no wide table held); text outputs keep the log's line order.
@@ -78,16 +76,11 @@ def parse_command(
             # handed over and dropped here (the dict is the reader's too): the writer holds
             # what it still needs, nothing of this batch is kept while the next is assembled
             for name in [n for n in part if n in writers]:
-                if background is None:
-                    writers[name].write(part.pop(name))
-                else:
-                    background.put(writers[name], part.pop(name))
+                background.put(writers[name], part.pop(name))
             part.clear()
-        if background is not None:
-            background.finish()
+        background.finish()
     except BaseException:
-        if background is not None:
-            background.stop()
+        background.stop()
         for w in writers.values():
             w.abort()
         raise

@@ -28,6 +28,16 @@ def _select_exprs(have: tuple[str, ...], cols: tuple[str, ...]) -> list[pl.Expr]
             for c in cols]
 
 
+@functools.lru_cache(maxsize=4096)
+def _wide_exprs(have: tuple[str, ...], file: str) -> list[pl.Expr]:
+    """The select list giving every event column, in EVENT_SCHEMA's order, from a kind's
+    frame with columns ``have`` (``file`` filled in when the frame has none)."""
+    present = set(have)
+    return [pl.col(c) if c in present
+            else pl.lit(file, pl.String).alias(c) if c == "file"
+            else pl.lit(None, EVENT_SCHEMA[c]).alias(c) for c in EVENT_SCHEMA]
+
+
 @dataclass
 class KindFrames:
     """Frames by line kind, all from one file (``file``), each sorted by line number."""
@@ -89,10 +99,9 @@ class KindFrames:
         """The events of ``wide(line_order=False)``, one frame per kind, each built only when
         the consumer asks for it: a streaming writer then never holds the whole wide table,
         whose null columns cost 16 bytes a row each."""
-        for kind in list(self.frames):
-            part = self.pick([kind], list(EVENT_SCHEMA))
-            if part.height:
-                yield part.select(list(EVENT_SCHEMA))
+        for frame in list(self.frames.values()):
+            if frame.height:
+                yield frame.select(_wide_exprs(tuple(frame.columns), self.file))
 
     @staticmethod
     def concat(parts: Sequence[KindFrames]) -> KindFrames:
