@@ -46,7 +46,7 @@ def parse_command(
 ) -> None:
     """Parse mail.log files into tables (events, sessions, messages, deliveries, rejects,
     unparsed). Streams in bounded memory; a summary goes to stderr."""
-    from triage.ingest.logtables import STREAM_BATCH_EVENTS, TABLES, empty_table, iter_tables
+    from triage.ingest.logtables import TABLES, empty_table, iter_tables
     from triage.ingest.maillog import ReadOptions, ReadStats
 
     cfg = load_config(config)
@@ -71,8 +71,7 @@ def parse_command(
         # Parquet is for analysis: its events come kind after kind within each batch (half
         # the encoding time, and no wide table held); text outputs keep the log's line order.
         for part in iter_tables(logs, opts, stats, tables=names,
-                                events_by_kind=fmt is Format.parquet,
-                                batch_events=STREAM_BATCH_EVENTS):
+                                events_by_kind=fmt is Format.parquet):
             # handed over and dropped here (the dict is the reader's too): the writer holds
             # what it still needs, nothing of this batch is kept while the next is assembled
             for name in [n for n in part if n in writers]:

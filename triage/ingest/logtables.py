@@ -22,10 +22,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 BATCH_EVENTS = 50_000
-# `triage parse` streams its tables to files and assembles each block of the log on its own
-# (a 4 MiB block holds ~27,000 events, and a batch is whole blocks of at least this many):
-# about 25 MB less held than with two blocks per batch, for ~1 s more CPU per million lines.
-STREAM_BATCH_EVENTS = 20_000
 TABLES = ("events", "sessions", "messages", "deliveries", "rejects", "unparsed")
 Progress = Callable[[int], None]
 
@@ -83,8 +79,7 @@ def _merge(batch: list[Chunk]) -> Chunk:
 def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
                 stats: ReadStats | None = None, progress: Progress | None = None,
                 tables: Collection[str] = TABLES,
-                events_by_kind: bool = False, batch_events: int | None = None,
-                ) -> Iterator[dict[str, Any]]:
+                events_by_kind: bool = False) -> Iterator[dict[str, Any]]:
     """Yield, per batch of input, the finished rows of every table (polars frames).
 
     Lines are parsed in small blocks (bounded memory) and assembled in batches of about
@@ -93,11 +88,10 @@ def iter_tables(paths: Sequence[str | Path], opts: ReadOptions | None = None,
     frames, one per kind (each in line order, with every event column), built only as they
     are consumed: a streaming writer then holds one kind's rows at a time, not the wide table
     (cheaper to encode as Parquet too, since each kind leaves most columns null in one run).
-    ``batch_events`` overrides ``BATCH_EVENTS``.
     """
     asm = Assembler()
     stats = stats if stats is not None else ReadStats()
-    for batch in batched(read_chunks(paths, opts, stats), batch_events):
+    for batch in batched(read_chunks(paths, opts, stats)):
         t = asm.feed(batch.kinds)
         if progress is not None:
             progress(batch.lines)
