@@ -106,3 +106,14 @@ def test_any_cut_of_the_rows_gives_the_same_table(tmp_path_factory: pytest.TempP
         start += n
     app.close()
     assert pl.read_parquet(path).equals(pl.concat(parts))
+
+
+def test_fields_not_kept_are_skipped_whatever_their_type() -> None:
+    inner = [[1, 5, 7], [2, 8, b"x"]]
+    fields = [[1, 1, None], [2, 5, -3], [3, 8, b"abc"], [4, 9, (5, [1, 2, 300])],
+              [5, 2, None], [6, 12, inner], [7, 11, (8, 6, [(b"k", 2**40)])],
+              [8, 9, (1, [1, 2, 1])], [40, 6, 5]]
+    data = encode_struct(fields)
+    assert decode_struct(data) == (fields, len(data))
+    kept, end = decode_struct(data, keep=frozenset({2, 5, 40}))
+    assert kept == [[2, 5, -3], [5, 2, None], [40, 6, 5]] and end == len(data)

@@ -52,22 +52,31 @@ class ThriftError(ValueError):
 # ---- Thrift compact protocol: a generic reader and writer -----------------------------------
 
 class _Reader:
-    def __init__(self, data: bytes | memoryview, pos: int = 0):
+    """Reads compact-protocol values from ``data`` at ``pos`` (an IndexError past the end is
+    turned into a ThriftError by :func:`decode_struct`)."""
+
+    def __init__(self, data: bytes, pos: int = 0):
         self.data, self.pos = data, pos
 
     def byte(self) -> int:
-        if self.pos >= len(self.data):
-            raise ThriftError("unexpected end of Thrift data")
         b = self.data[self.pos]
         self.pos += 1
         return b
 
     def varint(self) -> int:
-        shift = result = 0
+        data, pos = self.data, self.pos
+        b = data[pos]
+        pos += 1
+        if b < 0x80:  # most values: one byte
+            self.pos = pos
+            return b
+        result, shift = b & 0x7F, 7
         while True:
-            b = self.byte()
+            b = data[pos]
+            pos += 1
             result |= (b & 0x7F) << shift
-            if not b & 0x80:
+            if b < 0x80:
+                self.pos = pos
                 return result
             shift += 7
             if shift > 70:
@@ -78,28 +87,30 @@ class _Reader:
         return (n >> 1) ^ -(n & 1)
 
     def raw(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
             raise ThriftError("unexpected end of Thrift data")
-        out = bytes(self.data[self.pos:self.pos + n])
-        self.pos += n
+        out = self.data[self.pos:end]
+        self.pos = end
         return out
 
+    def _size(self, head: int) -> int:
+        return self.varint() if head >> 4 == 15 else head >> 4
+
     def value(self, ftype: int) -> Any:
-        if ftype in (_TRUE, _FALSE):  # inside a list or map: one byte
-            return self.byte()
-        if ftype == _BYTE:
-            return self.byte()
         if ftype in (_I16, _I32, _I64):
             return self.zigzag()
-        if ftype == _DOUBLE:
-            return self.raw(8)
         if ftype == _BINARY:
             return self.raw(self.varint())
+        if ftype == _STRUCT:
+            return self.struct()
+        if ftype in (_TRUE, _FALSE, _BYTE):  # a boolean inside a list or map: one byte
+            return self.byte()
+        if ftype == _DOUBLE:
+            return self.raw(8)
         if ftype in (_LIST, _SET):
             head = self.byte()
-            size, etype = head >> 4, head & 0x0F
-            if size == 15:
-                size = self.varint()
+            etype, size = head & 0x0F, self._size(head)
             return (etype, [self.value(etype) for _ in range(size)])
         if ftype == _MAP:
             size = self.varint()
@@ -108,11 +119,38 @@ class _Reader:
             kv = self.byte()
             ktype, vtype = kv >> 4, kv & 0x0F
             return (ktype, vtype, [(self.value(ktype), self.value(vtype)) for _ in range(size)])
-        if ftype == _STRUCT:
-            return self.struct()
         raise ThriftError(f"unknown Thrift compact type {ftype}")
 
-    def struct(self) -> list[Field]:
+    def skip(self, ftype: int) -> None:
+        """Move past a value without building it."""
+        if ftype in (_I16, _I32, _I64):
+            self.varint()
+        elif ftype == _BINARY:
+            self.raw(self.varint())
+        elif ftype == _STRUCT:
+            self.struct(keep=frozenset())
+        elif ftype in (_TRUE, _FALSE, _BYTE):  # inside a list or map: one byte
+            self.pos += 1
+        elif ftype == _DOUBLE:
+            self.raw(8)
+        elif ftype in (_LIST, _SET):
+            head = self.byte()
+            etype, size = head & 0x0F, self._size(head)
+            for _ in range(size):
+                self.skip(etype)
+        elif ftype == _MAP:
+            size = self.varint()
+            if size:
+                kv = self.byte()
+                for _ in range(size):
+                    self.skip(kv >> 4)
+                    self.skip(kv & 0x0F)
+        else:
+            raise ThriftError(f"unknown Thrift compact type {ftype}")
+
+    def struct(self, keep: frozenset[int] | None = None) -> list[Field]:
+        """The fields of a struct; with ``keep``, only the fields of those ids (the others
+        are skipped)."""
         fields: list[Field] = []
         last = 0
         while True:
@@ -121,9 +159,14 @@ class _Reader:
                 return fields
             ftype, delta = head & 0x0F, head >> 4
             fid = last + delta if delta else self.zigzag()
-            value = None if ftype in (_TRUE, _FALSE) else self.value(ftype)
-            fields.append([fid, ftype, value])
             last = fid
+            if ftype in (_TRUE, _FALSE):  # a boolean field: its value is in the type
+                if keep is None or fid in keep:
+                    fields.append([fid, ftype, None])
+            elif keep is not None and fid not in keep:
+                self.skip(ftype)
+            else:
+                fields.append([fid, ftype, self.value(ftype)])
 
 
 def _varint(n: int) -> bytes:
@@ -188,10 +231,15 @@ def encode_struct(fields: list[Field], raw: dict[int, bytes] | None = None) -> b
     return bytes(out)
 
 
-def decode_struct(data: bytes | memoryview, pos: int = 0) -> tuple[list[Field], int]:
-    """A struct's fields ([id, type, value], in order) and the position after it."""
+def decode_struct(data: bytes, pos: int = 0, keep: frozenset[int] | None = None
+                  ) -> tuple[list[Field], int]:
+    """A struct's fields ([id, type, value], in order) and the position after it; with
+    ``keep``, only the top-level fields of those ids."""
     reader = _Reader(data, pos)
-    fields = reader.struct()
+    try:
+        fields = reader.struct(keep)
+    except (IndexError, RecursionError) as exc:
+        raise ThriftError("truncated or malformed Thrift data") from exc
     return fields, reader.pos
 
 
@@ -263,7 +311,10 @@ class ParquetAppender:
         if bytes(data[:4]) != MAGIC or bytes(data[-4:]) != MAGIC:
             raise ThriftError("polars wrote no Parquet file")
         footer_len = int.from_bytes(data[-8:-4], "little")
-        meta, _ = decode_struct(bytes(data[len(data) - 8 - footer_len:-8]))
+        # the first footer is kept whole (schema, key-value metadata), of the others only the
+        # row groups and the row count are read
+        keep = None if self._meta is None else frozenset({_FMD_NUM_ROWS, _FMD_ROW_GROUPS})
+        meta, _ = decode_struct(bytes(data[len(data) - 8 - footer_len:-8]), keep=keep)
         groups = _require(meta, _FMD_ROW_GROUPS, "row groups")
         rows = _require(meta, _FMD_NUM_ROWS, "a row count")
         shift = self._pos - len(MAGIC)
