@@ -158,12 +158,14 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         _events([tmp_path / "nope.log"])
 
 
-def test_many_chunks_give_the_same_events_as_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_many_chunks_give_the_same_events_as_one(tmp_path: Path, workers: int) -> None:
+    """Blocks parsed one at a time or several at once on a thread pool: the same events."""
     path = tmp_path / "mail.log"
     path.write_text(_log(3000))
     _touch(path, datetime(2026, 11, 28, 12, tzinfo=UTC))
     one = _events([path])
-    many = _events([path], ReadOptions(timezone="UTC", chunk_bytes=4096))
+    many = _events([path], ReadOptions(timezone="UTC", chunk_bytes=4096, workers=workers))
     assert many.height == one.height == 3000
     assert many["line_no"].to_list() == list(range(1, 3001))
     assert many.equals(one)

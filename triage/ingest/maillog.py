@@ -39,12 +39,16 @@ from triage.ingest.extract import (
 )
 from triage.ingest.kindframes import KindFrames
 
-# A block costs a fixed ~15-20 ms of polars planning plus ~2.5 us per line, and holds several
-# times its size in frames while it is parsed. `triage parse` streams in 4 MiB blocks (memory
-# first); the weekly scan reads 16 MiB blocks (SCAN_CHUNK_BYTES): on the bench's busy week
-# (1M lines) that is about 1.5 s less CPU than 4 MiB blocks and 0.5 s less than 8 MiB, for 15-45 MB
-# more peak memory than 8 MiB.
-DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+# A block costs a fixed ~30 ms of CPU plus ~2.5 us per line, and holds several times its
+# size in frames while it is parsed. About half of the fixed cost (~13 ms) is compiling
+# regexes: polars keeps the last 32 compiled regexes per thread, and a block runs ~70 patterns
+# (header, first word, line kinds, reject tails, reason classes), so each block compiles them
+# all again (and warms their lazy DFAs from cold). Bigger blocks pay it less often. `triage parse` reads 8 MiB blocks
+# one at a time (polars spreads each block's work over the cores): on 1M lines about 1 s less
+# CPU than 4 MiB blocks two at a time, as fast, 10 MB less memory. The weekly scan reads
+# 16 MiB blocks (SCAN_CHUNK_BYTES): on the bench's busy week about 0.5 s less CPU than 8 MiB,
+# for 15-45 MB more peak memory.
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 SCAN_CHUNK_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 16 * 1024  # syslog daemons cap messages far below this
 _MONTHS = {m: i + 1 for i, m in enumerate(
@@ -69,9 +73,10 @@ class ReadOptions:
     rule_id_pattern: str = DEFAULT_RULE_ID_PATTERN
     chunk_bytes: int = field(default_factory=lambda: chunk_bytes_setting(DEFAULT_CHUNK_BYTES))
     # blocks parsed at once on a thread pool (polars releases the GIL); each holds a block's
-    # worth of frames, so this multiplies the memory held
+    # worth of frames, so this multiplies the memory held. One is as fast on 2 cores: polars
+    # already runs a block's kinds in parallel.
     workers: int = field(default_factory=lambda: int(os.environ.get("TRIAGE_PARSE_WORKERS")
-                                                     or 2))
+                                                     or 1))
 
 
 def chunk_bytes_setting(default: int) -> int:
