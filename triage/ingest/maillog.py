@@ -40,12 +40,13 @@ from triage.ingest.extract import (
 from triage.ingest.kindframes import KindFrames
 
 # A block costs a fixed ~30 ms of CPU plus ~2.5 us per line, and holds several times its
-# size in frames while it is parsed. About half of the fixed cost (~13 ms) is compiling
-# regexes: polars keeps the last 32 compiled regexes per thread, and a block runs ~70 patterns
-# (header, first word, line kinds, reject tails, reason classes), so each block compiles them
-# all again (and warms their lazy DFAs from cold). Bigger blocks pay it less often. `triage parse` reads 8 MiB blocks
-# one at a time (polars spreads each block's work over the cores): on 1M lines about 1 s less
-# CPU than 4 MiB blocks two at a time, as fast, 10 MB less memory. The weekly scan reads
+# size in frames while it is parsed. About half of the fixed cost (~13-18 ms) is compiling
+# regexes: polars keeps the last 32 compiled regexes per thread, and a block runs ~70
+# patterns (header, first word, line kinds, reject tails, reason classes), so each block
+# compiles them all again (and warms their lazy DFAs from cold). Bigger blocks pay it less
+# often. `triage parse` reads 8 MiB blocks one at a time (polars spreads each block's work
+# over the cores): on 1M lines about 1 s less CPU than 4 MiB blocks two at a time, as fast,
+# 10 MB less memory. The weekly scan reads
 # 16 MiB blocks (SCAN_CHUNK_BYTES): on the bench's busy week about 0.5 s less CPU than 8 MiB,
 # for 15-45 MB more peak memory.
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
