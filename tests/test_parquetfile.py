@@ -32,6 +32,19 @@ def _frame(start: int, n: int) -> pl.DataFrame:
     }, schema=SCHEMA)
 
 
+def _append(path: Path, sizes: list[int], group: int, **options: object) -> pl.DataFrame:
+    """Write frames of ``sizes`` rows (consecutive line numbers) with a ParquetAppender of
+    ``group``-row groups; return what the file should hold."""
+    app = ParquetAppender(path, SCHEMA, group, **options)
+    parts, start = [], 0
+    for n in sizes:
+        parts.append(_frame(start, n))
+        app.write(parts[-1])
+        start += n
+    app.close()
+    return pl.concat(parts)
+
+
 def _footer(data: bytes) -> bytes:
     n = int.from_bytes(data[-8:-4], "little")
     return data[-8 - n:-8]
@@ -49,14 +62,8 @@ def test_footer_written_by_polars_decodes_and_encodes_to_the_same_bytes() -> Non
 @pytest.mark.parametrize("sizes", [[1], [5000], [3, 4000, 1, 2500, 7000], [999] * 12])
 def test_appended_frames_read_back_as_one_table(tmp_path: Path, sizes: list[int]) -> None:
     path = tmp_path / "t.parquet"
-    app = ParquetAppender(path, SCHEMA, 2000, compression="zstd", compression_level=1)
-    parts, start = [], 0
-    for n in sizes:
-        parts.append(_frame(start, n))
-        app.write(parts[-1])
-        start += n
-    app.close()
-    expected = pl.concat(parts)
+    expected = _append(path, sizes, 2000, compression="zstd", compression_level=1)
+    start = expected.height
     assert pl.read_parquet(path).equals(expected)
     table = pq.read_table(path)  # a second, independent reader
     assert table.num_rows == expected.height
@@ -98,14 +105,8 @@ def test_bad_thrift_is_a_clear_error() -> None:
 def test_any_cut_of_the_rows_gives_the_same_table(tmp_path_factory: pytest.TempPathFactory,
                                                     sizes: list[int], group: int) -> None:
     path = tmp_path_factory.mktemp("p") / "t.parquet"
-    app = ParquetAppender(path, SCHEMA, group)
-    parts, start = [], 0
-    for n in sizes:
-        parts.append(_frame(start, n))
-        app.write(parts[-1])
-        start += n
-    app.close()
-    assert pl.read_parquet(path).equals(pl.concat(parts))
+    expected = _append(path, sizes, group)
+    assert pl.read_parquet(path).equals(expected)
 
 
 def test_fields_not_kept_are_skipped_whatever_their_type() -> None:

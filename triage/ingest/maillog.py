@@ -46,9 +46,8 @@ from triage.ingest.kindframes import KindFrames
 # compiles them all again (and warms their lazy DFAs from cold). Bigger blocks pay it less
 # often. `triage parse` reads 8 MiB blocks one at a time (polars spreads each block's work
 # over the cores): on 1M lines about 1 s less CPU than 4 MiB blocks two at a time, as fast,
-# 10 MB less memory. The weekly scan reads
-# 16 MiB blocks (SCAN_CHUNK_BYTES): on the bench's busy week about 0.5 s less CPU than 8 MiB,
-# for 15-45 MB more peak memory.
+# 10 MB less memory. The weekly scan reads 16 MiB blocks (SCAN_CHUNK_BYTES): on the bench's
+# busy week about 0.5 s less CPU than 8 MiB, for 15-45 MB more peak memory.
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 SCAN_CHUNK_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 16 * 1024  # syslog daemons cap messages far below this
