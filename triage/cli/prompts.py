@@ -9,7 +9,8 @@ import typer
 
 def stdin_is_terminal() -> bool:
     """Whether questions can be asked (tests replace this to drive prompts)."""
-    return sys.stdin.isatty()
+    # stdin may be closed altogether (`triage scan <&-` from cron): then sys.stdin is None
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def ask(question: str, default: str = "") -> str:

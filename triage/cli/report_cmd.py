@@ -12,7 +12,7 @@ from triage.cli.app import ConfigOpt, app
 from triage.cli.output import atomic_path
 from triage.config import load_config
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)  # paths are data, not markup
 
 
 @app.command("report")

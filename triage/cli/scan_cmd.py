@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 # the emitter and `triage init` are imported where used (a cron scan's time is mostly
 # Python's start).
 
-console = Console()
-err_console = Console(stderr=True)
+# No markup: what these consoles print holds HELOs, addresses, map lines and paths, which
+# are data (a "[/]" in a spam's HELO must print as written, not style or crash the output).
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
 
 REVIEW_LATER = ("Review them with `triage review` at a terminal, or without one with "
                 "`triage review --decisions FILE` (lines like 'R0042 trial') or "
@@ -189,8 +191,8 @@ def _render_summary(s: dict[str, Any]) -> None:
                   or "none")
     console.print(t)
     for rid, n in s["ham_hits"].items():
-        console.print(f"[bold red]RULE {rid} HIT HAM {n} TIME(S): check it now "
-                      f"(`triage rules show {rid}`)[/bold red]")
+        console.print(Text(f"RULE {rid} HIT HAM {n} TIME(S): check it now "
+                           f"(`triage rules show {rid}`)", style="bold red"))
 
 
 def _render_feedback(r: ScanResult) -> None:
@@ -203,9 +205,9 @@ def _render_feedback(r: ScanResult) -> None:
                   f"{sum(f.hits for f in r.feedback):,} hits since they were created.")
     for f in r.feedback:
         if f.flag == "HAM":
-            console.print(f"[bold red]RULE {f.rule_id} HIT HAM {f.ham_hits} TIME(S) "
-                          f"({f.state}): check it now (`triage rules show {f.rule_id}`)"
-                          "[/bold red]")
+            console.print(Text(f"RULE {f.rule_id} HIT HAM {f.ham_hits} TIME(S) "
+                               f"({f.state}): check it now (`triage rules show {f.rule_id}`)",
+                               style="bold red"))
     for flag, what in (("promotable", "trial passed (no ham hit): may become active"),
                        ("stale", "no hit for a long time: candidates for retirement "
                         "(`triage rules retire ID`)")):
@@ -297,9 +299,9 @@ def _render_changes(changed: dict[str, str], directory: Path) -> None:
         new, old = entries(text), entries(before)
         if new == old:
             if before is None:
-                console.print(f"[bold]{name}[/bold] (new, no rules yet)")
+                console.print(Text(name, style="bold") + " (new, no rules yet)")
             continue
-        console.print(f"[bold]{name}[/bold]")
+        console.print(Text(name, style="bold"))
         for ln in old:
             if ln not in new:
                 console.print(Text(f"  - {ln}", style="red"))

@@ -1,0 +1,57 @@
+"""The scan's console output prints data as written, and a closed stdin is no terminal."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+
+from triage.cli import prompts, scan_cmd
+
+HOSTILE = "[bold]x[/] [/] :smile: [link=http://a]y"
+
+
+def _capture(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    # the module's own console (its markup setting is what is tested), writing to a buffer
+    out = io.StringIO()
+    monkeypatch.setattr(scan_cmd.console, "file", out)
+    monkeypatch.setattr(scan_cmd.console, "width", 400)
+    return out
+
+
+def _summary(tie: str, reason: str) -> dict:
+    return {
+        "week": "2026-W48",
+        "received": {"connections": 3, "messages": 2, "authenticated": 0},
+        "refused": {"total": 1, "by_reason": {reason: 1}},
+        "leaked_spam": 1, "ham": 1,
+        "auth": {r: {"spf": {}, "dkim": {}, "dmarc": {}} for r in ("spam", "ham")},
+        "rule_hits": {},
+        "new_campaigns": [{"campaign": "c1", "messages": 2, "days": 1, "ties": [tie],
+                           "proposals": []}],
+        "ham_hits": {"R0007": 2},
+    }
+
+
+def test_scan_summary_prints_spam_features_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _capture(monkeypatch)
+    scan_cmd._render_summary(_summary(f"helo={HOSTILE}", f"rbl{HOSTILE}"))
+    text = out.getvalue()
+    assert f"helo={HOSTILE}" in text
+    assert f"rbl{HOSTILE} 1" in text
+    assert "RULE R0007 HIT HAM 2 TIME(S)" in text
+
+
+def test_map_changes_print_lines_as_written(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    out = _capture(monkeypatch)
+    line = "/^[a-z0-9]+\\.pool\\.example$/ REJECT [/] rule R0001"
+    scan_cmd._render_changes({"helo.pcre": f"# rules\n{line}\n"}, tmp_path)
+    text = out.getvalue()
+    assert "helo.pcre" in text
+    assert f"  + {line}" in text
+
+
+def test_closed_stdin_is_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", None)
+    assert prompts.stdin_is_terminal() is False
