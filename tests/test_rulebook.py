@@ -105,6 +105,26 @@ def test_duplicate_key_refused(tmp_path: Path) -> None:
     (('text = "spam from this host"', 'text = "x\\n0.0.0.0/0 OK"'), 15, "plain printable"),
     (("created = 2026-01-05T10:00:00Z", "created = 2026-01-05T10:00:00"), 7, "zone"),
     (("[action]", "[action"), 12, "not valid TOML"),
+    # a hand-edited file may hold any TOML type where a string or count is expected
+    (('status = "5.7.1"', "status = 5"), 14, r"'status' in \[action\] must be a string"),
+    (('text = "spam from this host"', 'text = ["spam"]'), 15, "not an array"),
+    (('text = "spam from this host"', "text = {a = 1}"), 15, "not a table"),
+    (('verb = "REJECT"', "verb = 1"), 13, "'verb' in \\[action\\] must be a string"),
+    (('status = "5.7.1"', 'status = "2.0.0"'), 14, "enhanced status"),
+    (('[action]\nverb = "REJECT"\nstatus = "5.7.1"\ntext = "spam from this host"',
+      "action = 5"), 12, r"\[action\] must be a table"),
+    (('[action]\nverb = "REJECT"\nstatus = "5.7.1"\ntext = "spam from this host"\n\n'
+      "[evidence]\nspam_hits = 12\nham_hits = 0\noverlap_active = 0\nmessages = 0\n"
+      "days = 0", "evidence = [1]"), 12, r"\[evidence\] must be a table"),
+    (("spam_hits = 12", "spam_hits = 12\ncampaign = 5"), 19, "campaign must be a string"),
+    (("spam_hits = 12", "spam_hits = 12\nips = [1]"), 19, "list of strings"),
+    (("spam_hits = 12", 'spam_hits = 12\nhelos = "x"'), 19, "list of strings"),
+    (("spam_hits = 12", 'spam_hits = "12"'), 18, "count"),
+    (("spam_hits = 12", "spam_hits = true"), 18, "count"),
+    (("spam_hits = 12", 'spam_hits = 12\nfirst_seen = "x"'), 19, "zone"),
+    (('kind = "helo"', "kind = 5"), 3, "'kind' must be a string"),
+    (('approver = "alice"', "approver = [1]"), 6, "'approver' must be a string"),
+    (('key = "^spam\\\\x20bot$"', 'key = "^a{4294967296}$"'), 4, "bad helo regex"),
 ])
 def test_errors_name_file_and_line(tmp_path: Path, change: tuple[str, str], line: int,
                                    message: str) -> None:
@@ -162,3 +182,37 @@ def test_promote_trials_only_when_the_log_passed_them(tmp_path: Path) -> None:
     assert states == {"R0001": RuleState.ACTIVE, "R0002": RuleState.TRIAL,
                       "R0003": RuleState.TRIAL, "R0004": RuleState.ACTIVE}
     assert "trial passed" in load_rulebook(d).get("R0001").note
+
+
+def test_wrong_types_in_a_rule_file_are_one_line_errors(tmp_path: Path) -> None:
+    """`triage rules list` on a rule file with ``status = 5``: exit 1 and one line naming
+    the file and line, not a TypeError traceback."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "triage.toml"
+    cfg.write_text('state_dir = "state"\npostfix_dir = "maps"\n')
+    d = tmp_path / "state" / "rules"
+    save_rules(d, [Rule("R0001", RuleKind.HELO, "^x$", state=RuleState.ACTIVE)])
+    path = d / "R0001.toml"
+    text = path.read_text()
+    assert 'status = "5.7.1"' in text
+    path.write_text(text.replace('status = "5.7.1"', "status = 5"))
+    line = next(no for no, ln in enumerate(path.read_text().splitlines(), 1)
+                if ln.startswith("status"))
+    res = subprocess.run([sys.executable, "-m", "triage.cli", "rules", "list", "-c", str(cfg)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"triage: error: {path}:{line}: field 'status' in [action] must be a string, "
+        "not a number"]
+
+
+def test_corrupt_next_id_is_a_rule_file_error(tmp_path: Path) -> None:
+    d = tmp_path / "rules"
+    d.mkdir()
+    (d / "next-id").write_text("seven\n")
+    with pytest.raises(RuleFileError, match="next rule number") as exc:
+        load_rulebook(d).propose(RuleKind.HELO, "^x$", now=T0)
+    assert exc.value.file == str(d / "next-id")

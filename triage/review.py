@@ -6,8 +6,9 @@
                                                           # or EDIT with key="^narrower$"
 Each decision is written to the rulebook the moment it is made (one atomic file write), so an
 interrupted review loses nothing. An edit changes the key, reruns the backtest through
-``retest`` and is saved only when the new key still hits no ham; the card stays current so the
-person then approves or rejects the edited rule. The CLI (triage/cli/review_cmd.py) draws the
+``retest``, keeps only the evidence samples the new key matches (``keep_matching_samples``) and
+is saved only when the new key still hits no ham; the card stays current so the person then
+approves or rejects the edited rule. The CLI (triage/cli/review_cmd.py) draws the
 cards and asks the questions; scripts pass a decisions file (``parse_decisions``).
 """
 
@@ -17,10 +18,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from triage.emit.postfix import render_line, validate_key
+from triage.emit.postfix import render_line, sender_lookup_keys, validate_key
+from triage.emit.tables import parse_table
 from triage.errors import RuleError
-from triage.model import Evidence, Rule, RuleState
+from triage.model import Evidence, Rule, RuleKind, RuleState
 from triage.rulebook import Rulebook
 
 Retest = Callable[[Rule], Evidence]
@@ -52,6 +55,70 @@ e         edit the key (narrow a network, tighten a regex); the backtest reruns 
 s         skip: decide later
 q         quit: every decision so far is saved
 ?         this help"""
+
+
+# The evidence sample list a kind's key is matched against (a header key: by its header
+# name); the other lists describe the same messages but are not what the key looks at.
+_SAMPLE_FIELDS = {RuleKind.CLIENT_CIDR: "ips", RuleKind.HELO: "helos",
+                  RuleKind.SENDER_DOMAIN: "senders"}
+_HEADER_SAMPLES = {"subject": "subjects", "message-id": "message_ids"}
+_SAMPLE_NAMES = {"ips": "sample IPs", "helos": "sample HELOs", "senders": "sample senders",
+                 "subjects": "sample subjects", "message_ids": "sample Message-IDs"}
+
+
+def sample_field(rule: Rule) -> str | None:
+    """The ``Evidence`` list of sample values that ``rule``'s key is matched against
+    (``"ips"`` for a client_cidr rule, ``"subjects"`` for a ``^Subject:`` header rule ...),
+    or None when the evidence keeps no samples of that field (client_name, other headers)."""
+    if rule.kind is RuleKind.HEADER:
+        name = rule.key[1:].partition(":")[0].lower()  # validate_key: "^Name:..."
+        return _HEADER_SAMPLES.get(name)
+    return _SAMPLE_FIELDS.get(rule.kind)
+
+
+def _lookup_keys(field: str, value: str) -> list[str]:
+    """What Postfix looks up for one sample value (the backtest's header lines)."""
+    if field == "senders":
+        return sender_lookup_keys(value)
+    if field == "subjects":
+        return [f"Subject: {value}"]
+    if field == "message_ids":
+        return [f"Message-ID: <{value.strip().strip('<>')}>"]
+    return [value]
+
+
+def matching_samples(rule: Rule, values: Iterable[str], field: str | None = None
+                     ) -> tuple[str, ...]:
+    """The ``values`` (samples of ``field``, by default ``sample_field(rule)``) that the
+    rule's key matches, with the emitter's matcher for the rule's map type.
+
+    >>> r = Rule("R0001", RuleKind.CLIENT_CIDR, "192.0.2.0/25")
+    >>> matching_samples(r, ["192.0.2.7", "192.0.2.200"])
+    ('192.0.2.7',)
+    """
+    field = field or sample_field(rule) or ""
+    table = parse_table(render_line(replace(rule, state=RuleState.ACTIVE)), rule.kind.table)
+    return tuple(v for v in values
+                 if any(table.lookup(k) is not None for k in _lookup_keys(field, v)))
+
+
+def keep_matching_samples(rule: Rule) -> tuple[Evidence, str]:
+    """The rule's evidence without the samples its (edited) key no longer matches, and a
+    note for the person when some were dropped ("" otherwise). The emitter checks every
+    sample against the map, so a stale one would stop it writing any map."""
+    field = sample_field(rule)
+    if field is None:
+        return rule.evidence, ""
+    values: tuple[str, ...] = getattr(rule.evidence, field)
+    kept = matching_samples(rule, values, field)
+    if len(kept) == len(values):
+        return rule.evidence, ""
+    name = _SAMPLE_NAMES[field]
+    note = (f"none of the {len(values)} {name} match the new key (dropped them)" if not kept
+            else f"dropped {len(values) - len(kept)} of {len(values)} {name} the new key "
+            "does not match")
+    changes: dict[str, Any] = {field: kept}
+    return replace(rule.evidence, **changes), note
 
 
 def parse_choice(answer: str) -> Choice:
@@ -147,9 +214,14 @@ class ReviewSession:
         except RuleError as exc:
             self._note = exc.message
             return Outcome(rule.id, Choice.EDIT, False, exc.message)
+        except (OverflowError, RecursionError) as exc:  # re.compile's, e.g. "a{4294967296}"
+            self._note = f"bad {rule.kind} regex {key!r}: {exc}"
+            return Outcome(rule.id, Choice.EDIT, False, self._note)
         edited = replace(rule, key=new_key)
         if self.retest is not None:
             edited = replace(edited, evidence=self.retest(edited))
+        evidence, dropped = keep_matching_samples(edited)
+        edited = replace(edited, evidence=evidence)
         if edited.evidence.ham_hits > 0:
             self._note = f"{new_key!r} hits ham ({edited.evidence.ham_hits}); not saved"
             return Outcome(rule.id, Choice.EDIT, False, self._note)
@@ -159,7 +231,7 @@ class ReviewSession:
             self._note = exc.message
             return Outcome(rule.id, Choice.EDIT, False, exc.message)
         self._note = (f"key changed to {new_key!r}: {edited.evidence.spam_hits} spam hits, "
-                      f"0 ham hits")
+                      f"0 ham hits" + (f"; {dropped}" if dropped else ""))
         out = Outcome(rule.id, Choice.EDIT, True, self._note)
         self.outcomes.append(out)
         return out

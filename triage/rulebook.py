@@ -166,6 +166,8 @@ def rule_from_toml(text: str, path: Path) -> Rule:
         key = validate_key(kind, data["key"])
     except RuleError as exc:
         raise fail(exc.message, "key") from None
+    except (OverflowError, RecursionError) as exc:  # re.compile's, e.g. "a{4294967296}"
+        raise fail(f"bad {kind} regex: {exc}", "key") from None
     if key != data["key"]:
         raise fail(f"key {data['key']!r} should be written {key!r}", "key")
     times: dict[str, datetime | None] = {}
@@ -185,10 +187,15 @@ def rule_from_toml(text: str, path: Path) -> Rule:
 
 def _action(d: Any, fail: Any) -> Action:
     if not isinstance(d, dict):
-        raise fail("[action] must be a table")
+        raise fail("[action] must be a table", "action")
     unknown = set(d) - {"verb", "status", "text"}
     if unknown:
         raise fail(f"unknown field {sorted(unknown)[0]!r}", sorted(unknown)[0], "action")
+    # A hand-edited file may hold any TOML value: each field's type is checked before use.
+    for k in ("verb", "status", "text"):
+        if k in d and not isinstance(d[k], str):
+            raise fail(f"field {k!r} in [action] must be a string, not "
+                       f"{_toml_type(d[k])}", k, "action")
     try:
         verb = Verb(d.get("verb", "REJECT"))
     except ValueError:
@@ -199,15 +206,32 @@ def _action(d: Any, fail: Any) -> Action:
     from triage.emit.postfix import render_action
 
     try:
+        render_action(replace(action, text="blocked"), "R0000")
+    except RuleError as exc:
+        raise fail(exc.message.removeprefix("R0000: "), "status", "action") from None
+    try:
         render_action(action, "R0000")
     except RuleError as exc:
         raise fail(exc.message.removeprefix("R0000: "), "text", "action") from None
     return action
 
 
+def _toml_type(v: object) -> str:
+    """How a TOML value's type reads in an error message."""
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "a table"
+    return "a date or time" if not isinstance(v, str) else "a string"
+
+
 def _evidence(d: Any, fail: Any) -> Evidence:
     if not isinstance(d, dict):
-        raise fail("[evidence] must be a table")
+        raise fail("[evidence] must be a table", "evidence")
     kw: dict[str, Any] = {}
     for k, v in d.items():
         if k in _EVIDENCE_INTS:
@@ -276,7 +300,13 @@ class Rulebook:
     def allocate_id(self) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
         counter = self.directory / "next-id"
-        n = int(counter.read_text().strip()) if counter.exists() else 1
+        n = 1
+        if counter.exists():
+            text = counter.read_text(encoding="utf-8", errors="replace").strip()
+            if not text.isascii() or not text.isdigit():
+                raise RuleFileError(f"want the next rule number, not {text[:20]!r}",
+                                    file=counter, line=1)
+            n = int(text)
         n = max([n, *(rule_number(r) + 1 for r in self.rules)])
         write_atomic(counter, f"{n + 1}\n")
         return rule_id(n)

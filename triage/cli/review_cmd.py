@@ -11,54 +11,59 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from triage.cli import prompts
 from triage.cli.app import ConfigOpt, app
 from triage.config import load_config
-from triage.emit.postfix import render_line
-from triage.emit.tables import parse_table
 from triage.errors import InputError, RuleError
-from triage.model import Evidence, Rule
+from triage.model import Evidence, Rule, RuleKind
 from triage.review import (
     Card,
     Choice,
     ReviewSession,
     apply_decisions,
+    matching_samples,
     parse_choice,
     parse_decisions,
+    sample_field,
 )
 from triage.rulebook import load_rulebook
 
 
 def sample_retest(rule: Rule) -> Evidence:
     """Re-check an edited rule against the samples it was proposed from: how many of them
-    it still matches. (`triage scan` passes the full history backtest instead.)"""
+    it still matches. (`triage scan` passes the full history backtest instead.) The
+    session then keeps only the samples the new key matches (``keep_matching_samples``)."""
     ev = rule.evidence
-    samples = {"client_cidr": ev.ips, "helo": ev.helos, "client_name": ev.helos}.get(
-        str(rule.kind), ())
-    table = parse_table(render_line(rule), rule.kind.table)
-    hits = sum(table.lookup(s) is not None for s in samples)
-    return replace(ev, spam_hits=hits) if samples else ev
+    # client_name: the evidence keeps no rDNS names; a bot's HELO often is its rDNS name
+    field = sample_field(rule) or ("helos" if rule.kind is RuleKind.CLIENT_NAME else None)
+    samples: tuple[str, ...] = getattr(ev, field) if field else ()
+    if not samples:
+        return ev
+    return replace(ev, spam_hits=len(matching_samples(rule, samples, field)))
 
 
 def _render(console: Console, card: Card) -> None:
+    # Keys, map lines and evidence are data (the evidence is the spammer's own text): each
+    # cell is a Text, never console markup, so "[/]" or "[a-z]" shows as written.
     r, ev = card.rule, card.rule.evidence
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
-    grid.add_row("as trial", card.trial_line)
-    grid.add_row("as active", card.active_line)
+    grid.add_row("as trial", Text(card.trial_line))
+    grid.add_row("as active", Text(card.active_line))
     days = f" over {ev.days} days" if ev.days else ""
-    grid.add_row("why", f"campaign {ev.campaign or '-'}: {ev.messages} messages{days}")
+    grid.add_row("why", Text(f"campaign {ev.campaign or '-'}: {ev.messages} messages{days}"))
     for name, values in (("subjects", ev.subjects), ("senders", ev.senders),
                          ("HELOs", ev.helos), ("IPs", ev.ips)):
         if values:
-            grid.add_row(name, ", ".join(repr(v) for v in values[:5]))
+            grid.add_row(name, Text(", ".join(repr(v) for v in values[:5])))
     grid.add_row("backtest", f"spam hits {ev.spam_hits}, ham hits {ev.ham_hits}, "
                  f"overlap with active rules {ev.overlap_active}")
     if card.note:
-        grid.add_row("note", card.note)
-    console.print(Panel(grid, title=f"{r.id} {r.kind} ({card.position}/{card.total})"))
+        grid.add_row("note", Text(card.note))
+    console.print(Panel(grid, title=Text(f"{r.id} {r.kind} ({card.position}/{card.total})")))
 
 
 @app.command("review")
@@ -108,8 +113,8 @@ def review_loop(session: ReviewSession, console: Console) -> None:
         try:
             choice = parse_choice(answer)
         except RuleError as exc:
-            console.print(exc.message)
+            console.print(Text(exc.message))
             continue
         key = prompts.ask("new key", card.rule.key) if choice is Choice.EDIT else None
         out = session.decide(choice, key)
-        console.print(out.message)
+        console.print(Text(out.message))

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from triage.cli.app import ConfigOpt, app
 from triage.cli.emit_cmd import postfix_of
@@ -46,8 +47,10 @@ def list_command(
         return
     table = Table("id", "state", "kind", "key", "spam", "ham", "approver")
     for r in rules:
-        table.add_row(r.id, str(r.state), str(r.kind), r.key, str(r.evidence.spam_hits),
-                      str(r.evidence.ham_hits), r.approver)
+        # Text, not markup: a regex key such as "^[a-z0-9]+\\." or "[/]" is shown as written
+        table.add_row(*(Text(v) for v in (r.id, str(r.state), str(r.kind), r.key,
+                                          str(r.evidence.spam_hits), str(r.evidence.ham_hits),
+                                          r.approver)))
     Console().print(table)
 
 
