@@ -26,6 +26,7 @@ import email.policy
 import logging
 import re
 from dataclasses import dataclass, field
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -245,8 +246,10 @@ def read_message(data: bytes, *, full: bool = False) -> MessageRecord:
     head, kinds = _header_defects(body)
     if not kinds and not full and len(body) <= _FULL_PARSE_LIMIT:
         headers = _simple_record(body, head)
-        if headers is not None:
+        # A junk encoded word is a defect, which the general path below records.
+        if headers is not None and not _encoded_word_defects(headers):
             return MessageRecord(headers=headers, size=len(data), unixfrom=unixfrom)
+    msg: Message | None
     try:
         if len(body) <= _FULL_PARSE_LIMIT:
             msg = _PARSER.parsebytes(body)
@@ -256,16 +259,31 @@ def read_message(data: bytes, *, full: bool = False) -> MessageRecord:
         kinds.extend(_stdlib_defects(msg))
         headers = [(str(n), _as_text(v)) for n, v in msg.raw_items()]
     except (RecursionError, ValueError, TypeError, LookupError) as exc:
-        msg = None
+        # Sender-written MIME (e.g. a thousand nested multiparts) broke the body parse; the
+        # headers, our own trusted Received among them, do not depend on it.
         kinds.append(f"Unparseable:{type(exc).__name__}")
-        headers = []
+        msg, headers = _headers_only(body, kinds)
     if msg is not None and not headers and body.strip():
         kinds.append("NoHeaders")
+    kinds.extend(_encoded_word_defects(headers))
     if full or (kinds and len(body) <= _FULL_PARSE_LIMIT):
         extra = [k for k in _mailparser_defects(body) if k not in kinds]
         kinds.extend(extra)
     return MessageRecord(headers=headers, size=len(data), unixfrom=unixfrom,
                          defect_kinds=kinds)
+
+
+def _headers_only(body: bytes, kinds: list[str]) -> tuple[Message | None, list[tuple[str, str]]]:
+    """The headers of a message whose body the stdlib parser could not read, and their
+    defects (added to ``kinds``); no headers when even they cannot be read."""
+    try:
+        msg = _HEADER_PARSER.parsebytes(body)
+        headers = [(str(n), _as_text(v)) for n, v in msg.raw_items()]
+    except (RecursionError, ValueError, TypeError, LookupError) as exc:
+        kinds.append(f"UnparseableHeaders:{type(exc).__name__}")
+        return None, []
+    kinds.extend(_stdlib_defects(msg))
+    return msg, headers
 
 
 def _as_text(value: object) -> str:
@@ -283,18 +301,56 @@ def _as_text(value: object) -> str:
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?")
+# An encoded word as ``email.header.decode_header`` finds it (its ``ecre``), base64 only:
+# a quoted-printable payload never decodes to nothing.
+_BASE64_WORD_RE = re.compile(r"=\?[^?]*?\?[bB]\?(.*?)\?=", re.M)
+# What the stdlib raises on a junk encoded word: bad base64 and a malformed charset name
+# (email.errors.HeaderParseError, CharsetError), an unknown charset (LookupError) ...
+_DECODE_ERRORS = (MessageError, LookupError, ValueError, UnicodeError, AssertionError)
+
+
+def _decoded(value: str) -> str | None:
+    """``value`` with its RFC 2047 encoded words decoded (not unfolded); None when one of them
+    is junk: the stdlib cannot decode it, or a base64 word with a payload decodes to
+    nothing (``=?utf-8?b?!!!?=``), which would silently drop the sender's text."""
+    try:
+        text = str(make_header(decode_header(value)))
+        for m in _BASE64_WORD_RE.finditer(value):
+            if m.group(1) and not any(part for part, _ in decode_header(m.group())):
+                return None
+    except _DECODE_ERRORS:
+        return None
+    return text
+
+
+def _has_encoded_word(value: str) -> bool:
+    return "=?" in value and _ENCODED_WORD.search(value) is not None
+
+
+def _encoded_word_defects(headers: list[tuple[str, str]]) -> list[str]:
+    """One ``UndecodableEncodedWord`` defect per header whose encoded words
+    :func:`decode_header_value` cannot decode (and so keeps as they are)."""
+    return ["UndecodableEncodedWord" for _, value in headers
+            if _has_encoded_word(value) and _decoded(value) is None]
 
 
 def decode_header_value(value: str | None) -> str | None:
-    """Decode RFC 2047 encoded words and unfold; junk is kept as it is rather than lost."""
+    """Decode RFC 2047 encoded words and unfold; junk is kept as it is rather than lost.
+
+    Junk is a value the stdlib cannot decode or one with a base64 word that decodes to
+    nothing: the whole value is then kept undecoded (and :func:`read_message` counts an
+    ``UndecodableEncodedWord`` defect).
+
+    >>> decode_header_value("=?utf-8?q?caf=C3=A9?=\\n\\tnoir"), decode_header_value("=?utf-8?b?Q?=")
+    ('café noir', '=?utf-8?b?Q?=')
+    """
     if value is None:
         return None
     text = value
-    if "=?" in value and _ENCODED_WORD.search(value):
-        try:
-            text = str(make_header(decode_header(value)))
-        except (LookupError, ValueError, UnicodeError, AssertionError):
-            text = value
+    if _has_encoded_word(value):
+        decoded = _decoded(value)
+        if decoded is not None:
+            text = decoded
     return _LINE_BREAK_RE.sub(" ", text).strip() if "\n" in text else text.strip()
 
 
