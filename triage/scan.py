@@ -7,6 +7,11 @@ maps (``triage.weekly_rules``).
 No terminal I/O: progress goes to a callback (``ScanProgress`` events), the result is a
 ``ScanResult``. ``triage scan`` renders both; a notebook can call :func:`scan` directly.
 
+The log is read as one stream over all scans: the log assembler's open state (sessions and
+queue files in progress where the last scan stopped, see ``triage.ingest.assemble``) is
+committed with the cursors and handed to the next scan, so a session or message in progress
+at scan time is stored once, when it ends, not as two halves.
+
 A scan with nothing new imports neither polars nor pandas: the log cursors and the folders'
 seen keys are checked first, the log reader and the mail parser are imported only for input
 that has something to read, and the rule feedback comes from the store's cache while the
@@ -27,13 +32,13 @@ from typing import TYPE_CHECKING
 
 from triage.atomicfile import write_atomic
 from triage.config import Config
-from triage.errors import ConfigError
+from triage.errors import ConfigError, TriageError
 from triage.feedback import RuleFeedback
 from triage.ingest.mailbox import iter_messages
 from triage.logcursor import LogInput, plan_reads, read_new, unchanged
 from triage.model import RuleState
 from triage.rulebook import load_rulebook
-from triage.store import Store
+from triage.store import Carry, State, Store
 
 if TYPE_CHECKING:  # imported where used (see the module docstring)
     from multiprocessing.connection import Connection
@@ -41,6 +46,7 @@ if TYPE_CHECKING:  # imported where used (see the module docstring)
     import pandas as pd
     import polars as pl
 
+    from triage.ingest.assemble import Assembler
     from triage.ingest.maillog import ReadOptions
     from triage.weekly_rules import ProposalReport
 
@@ -141,6 +147,7 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
                 if next(iter_messages([folder], skip_keys=seen.setdefault(
                     str(folder.resolve()), set())), None) is not None]
         background: FolderReader | None = None
+        carry: Carry | None = None  # None: the logs were not read, the last one stays
         if unchanged(logs, state.cursors):
             # the files and their sizes are the ones last read: nothing to parse
             inputs = plan_reads(logs, state.cursors)
@@ -160,8 +167,11 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
             try:
                 opts = _read_options(cfg)
                 inputs = plan_reads(logs, state.cursors, opts)
-                hosts = _read_logs(inputs, opts, gen.add, report, result,
+                asm = _assembler(store, state)
+                hosts = _read_logs(inputs, opts, gen.add, report, result, asm,
                                    want_hosts=not cfg.my_hostnames)
+                if result.lines:
+                    carry = _carry(asm)
             except BaseException:
                 if background is not None:
                     background.stop()
@@ -192,7 +202,7 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
                 "time": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
                 "lines": result.lines, "events": result.events,
                 "unparsed": sum(result.unparsed.values()), "rows": result.rows,
-                "mail": result.mail})
+                "mail": result.mail}, carry)
             result.weeks = sorted(gen.weeks - {"none"})
             result.committed = True
         if rules:
@@ -239,19 +249,44 @@ def _rule_steps(cfg: Config, store: Store, result: ScanResult, now: datetime | N
     result.feedback = rule_feedback(store, book.emitted(), cfg, now=now)
 
 
+def _assembler(store: Store, state: State) -> Assembler:
+    """The log assembler, going on from the state the last scan left (or afresh)."""
+    from triage.ingest.assemble import CARRY_FORMAT, Assembler
+
+    carry = store.carry(state)
+    if carry is None or carry.format < CARRY_FORMAT:
+        # none (the first scan, an older triage), or an older layout no longer read: the
+        # sessions and messages in progress then are stored in two parts, as they were
+        return Assembler()
+    if carry.format > CARRY_FORMAT:
+        raise TriageError(f"the state left by the last scan has format {carry.format}; "
+                          f"this triage reads up to {CARRY_FORMAT}: upgrade triage",
+                          file=store.root / "state.json")
+    try:
+        return Assembler.resume(carry.frames)
+    except ValueError as exc:
+        raise TriageError(f"cannot use the state left by the last scan: {exc}",
+                          file=store.root / "state.json") from exc
+
+
+def _carry(asm: Assembler) -> Carry:
+    from triage.ingest.assemble import CARRY_FORMAT
+
+    return Carry(CARRY_FORMAT, asm.carried())
+
+
 def _read_logs(inputs: Sequence[LogInput], opts: ReadOptions,
                add: Callable[[str, pl.DataFrame], None], report: Progress,
-               result: ScanResult, want_hosts: bool = True) -> set[str]:
-    """Parse the unread parts of the logs into the four log tables; return the log's hosts
-    (``want_hosts``: they name our hosts when the config does not)."""
+               result: ScanResult, asm: Assembler, want_hosts: bool = True) -> set[str]:
+    """Parse the unread parts of the logs into the four log tables with ``asm``, leaving
+    in it what is still open; return the log's hosts (``want_hosts``: they name our hosts
+    when the config does not)."""
     import polars as pl
 
-    from triage.ingest.assemble import Assembler
     from triage.ingest.logtables import batched
     from triage.ingest.maillog import ReadStats
 
     stats = ReadStats()
-    asm = Assembler()
     hosts: set[str] = set()
 
     def on_chunk(path: Path, lines: int, done: int, total: int | None) -> None:
@@ -267,7 +302,8 @@ def _read_logs(inputs: Sequence[LogInput], opts: ReadOptions,
             # one concatenation per batch: a unique() per kind frame costs a query each
             column = pl.concat([f.get_column("host") for f in chunk.kinds.frames.values()])
             hosts.update(column.unique().drop_nulls().to_list())
-    tables = asm.finish()
+    # what is still open stays in ``asm`` for the next scan (see the module docstring)
+    tables = asm.suspend()
     add("sessions", tables.sessions)
     add("messages", tables.messages)
     for item in inputs:

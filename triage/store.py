@@ -5,6 +5,7 @@ Layout of ``state_dir``::
     state.json                       schema version, committed generation, log cursors, scans
     history/<table>/week=<ISO week>/g<generation>.parquet
     seen/g<generation>.json.gz       message keys already read, per mail folder
+    carry/g<generation>/<name>.parquet  the log assembler's open state (see below)
     cache/*.json                     figures computed from one generation (see read_cache)
     lock                             held (flock) while a scan runs
 
@@ -14,6 +15,17 @@ commit. Readers only look at files whose generation is at most the committed one
 scan deletes files of generations that never committed, so a crash or ``kill -9`` at any point
 leaves the previous history. The same files can be read by Dask or Spark: a hive-style
 partition per ISO week (``week=2025-W41``).
+
+The carried state is what the log assembler still holds open where the log read stopped:
+smtpd sessions and queue files in progress, and its short windows of SPF and milter results
+and hop links (``triage.ingest.assemble.CARRIED``). It belongs with the cursors: the next scan
+goes on from both, so a session or message in progress at scan time becomes one row, not two
+halves. It is one Parquet file per frame, named in ``state.json`` (``carry``: directory, format
+and frames) and committed by the same rename as the cursors, so a crash leaves the old
+cursors with the old state or the new with the new. A state directory without it (the first
+scan, or one written by an older triage) starts the assembler afresh; one whose directory was
+removed does too (the way out when it cannot be read, which is an error naming the file:
+the files are written atomically, so that takes a damaged disk or a hand).
 
 Reading the scan state (cursors, seen keys, caches) needs neither polars nor pandas: a scan
 that finds nothing new imports neither. The seen keys are gzipped JSON for that reason (state
@@ -28,7 +40,9 @@ import gzip
 import json
 import os
 import re
+import shutil
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +56,8 @@ if TYPE_CHECKING:  # imported where used: a scan with nothing new needs neither
     import pandas as pd
     import polars as pl
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "History", "ScanBusy", "Store", "load_history"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "Carry", "History", "ScanBusy", "Store",
+           "load_history"]
 
 SCHEMA_VERSION = 1
 # Each history table and the time column that places a row in its ISO week.
@@ -63,6 +78,15 @@ class ScanBusy(TriageError):
 
 
 @dataclass
+class Carry:
+    """The log assembler's open state handed from one scan to the next: its frames by name,
+    in the assembler's ``format`` (``triage.ingest.assemble.CARRY_FORMAT``)."""
+
+    format: int
+    frames: dict[str, pl.DataFrame]
+
+
+@dataclass
 class State:
     """What ``state.json`` holds."""
 
@@ -71,18 +95,25 @@ class State:
     seen_file: str | None = None          # relative to the state dir
     scans: list[dict[str, Any]] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
+    # the carried state: {"dir": relative to the state dir, "format": n, "frames": [names]}
+    carry: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": self.schema, "generation": self.generation,
-                "cursors": [c.to_json() for c in self.cursors], "seen_file": self.seen_file,
-                "scans": self.scans}
+        out = {"schema": self.schema, "generation": self.generation,
+               "cursors": [c.to_json() for c in self.cursors], "seen_file": self.seen_file,
+               "scans": self.scans}
+        if self.carry is not None:
+            out["carry"] = self.carry
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> State:
+        carry = data.get("carry")
         return cls(generation=int(data.get("generation", 0)),
                    cursors=[Cursor.from_json(c) for c in data.get("cursors", [])],
                    seen_file=data.get("seen_file"), scans=list(data.get("scans", [])),
-                   schema=int(data.get("schema", SCHEMA_VERSION)))
+                   schema=int(data.get("schema", SCHEMA_VERSION)),
+                   carry=dict(carry) if isinstance(carry, Mapping) else None)
 
 
 @dataclass
@@ -129,14 +160,47 @@ class Store:
         if path.suffix == ".parquet":  # written by an earlier triage
             import polars as pl
 
-            frame = pl.read_parquet(path)
-            return {folder: set(keys) for folder, keys in
-                    frame.group_by("folder").agg(pl.col("key")).iter_rows()}
+            try:
+                frame = pl.read_parquet(path)
+                return {folder: set(keys) for folder, keys in
+                        frame.group_by("folder").agg(pl.col("key")).iter_rows()}
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                raise TriageError(f"cannot read the seen messages: {exc}", file=path) from exc
         try:
+            # a truncated gzip stream is an EOFError, a damaged one a zlib.error
             data = json.loads(gzip.decompress(path.read_bytes()))
-        except (OSError, ValueError) as exc:
-            raise TriageError(f"cannot read the seen messages: {exc}", file=path) from exc
+        except (OSError, EOFError, zlib.error, ValueError) as exc:
+            raise TriageError(f"cannot read the seen messages: {exc or type(exc).__name__}",
+                              file=path) from exc
+        if not isinstance(data, dict) or not all(isinstance(k, list) for k in data.values()):
+            raise TriageError("cannot read the seen messages: not a map of folder to keys",
+                              file=path)
         return {folder: set(keys) for folder, keys in data.items()}
+
+    def carry(self, state: State | None = None) -> Carry | None:
+        """The log assembler's state carried from the last scan; None when there is none
+        (the first scan, a state directory of an older triage, or its directory removed).
+        A file that cannot be read is a TriageError that names it."""
+        state = state or self.state()
+        info = state.carry
+        if info is None:
+            return None
+        directory = self.root / str(info.get("dir", ""))
+        if not info.get("dir") or not directory.is_dir():
+            return None
+        import polars as pl
+
+        frames = {}
+        for name in info.get("frames", []):
+            path = directory / f"{name}.parquet"
+            try:
+                frames[str(name)] = pl.read_parquet(path)
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                raise TriageError(
+                    f"cannot read the sessions and messages left open by the last scan: {exc}."
+                    f" Remove {directory} to go on without them (the rows of those in "
+                    "progress then come in two parts)", file=path) from exc
+        return Carry(format=int(info.get("format", 0)), frames=frames)
 
     def commit_key(self, state: State | None = None) -> str:
         """Names the committed history: its generation and the time of its scan."""
@@ -244,22 +308,32 @@ class Store:
     def begin(self) -> Generation:
         """Start a new generation: forget files left by scans that never committed."""
         state = self.state()
-        self._sweep(state.generation)
+        self._sweep(state)
         return Generation(self, state, state.generation + 1)
 
-    def _sweep(self, committed: int, keep_seen: str | None = None) -> None:
-        """Delete files of generations after ``committed`` (and superseded seen files)."""
+    def _sweep(self, committed: State) -> None:
+        """Delete files of generations after ``committed`` (and superseded seen files and
+        carried state)."""
         for table_dir in (self.root / "history").glob("*/week=*"):
             for f in table_dir.iterdir():
                 m = _GEN_RE.match(f.name)
-                if (m and int(m.group(1)) > committed) or f.name.endswith(".tmp"):
+                if (m and int(m.group(1)) > committed.generation) or f.name.endswith(".tmp"):
                     f.unlink(missing_ok=True)
         seen_dir = self.root / "seen"
         if seen_dir.is_dir():
-            current = keep_seen or self.state().seen_file
+            current = committed.seen_file
             for f in seen_dir.iterdir():
                 if current is None or f.name != Path(current).name:
                     f.unlink(missing_ok=True)
+        carry_dir = self.root / "carry"
+        if carry_dir.is_dir():
+            keep = (committed.carry or {}).get("dir")
+            for d in carry_dir.iterdir():
+                if keep is None or d.name != Path(keep).name:
+                    if d.is_dir():
+                        shutil.rmtree(d, ignore_errors=True)
+                    else:
+                        d.unlink(missing_ok=True)
         for f in (self.root / "cache").glob("*.tmp"):
             f.unlink(missing_ok=True)
 
@@ -321,8 +395,11 @@ class Generation:
                 future.result()
 
     def commit(self, cursors: list[Cursor], seen: Mapping[str, set[str]],
-               scan: dict[str, Any]) -> State:
-        """Make this generation the history: the state file's rename is the commit point."""
+               scan: dict[str, Any], carry: Carry | None = None) -> State:
+        """Make this generation the history: the state file's rename is the commit point.
+
+        ``carry`` is the log assembler's state to go with ``cursors``; None keeps the last
+        one (the logs were not read)."""
         root = self.store.root
         self._flush_all()
         (root / "seen").mkdir(parents=True, exist_ok=True)
@@ -331,12 +408,23 @@ class Generation:
         with atomic_target(root / seen_name) as tmp:
             tmp.write_bytes(gzip.compress(json.dumps(keys).encode(), compresslevel=1,
                                           mtime=0))
+        carried = self.base.carry if carry is None else self._write_carry(carry)
         state = State(generation=self.number, cursors=cursors, seen_file=seen_name,
-                      scans=[*self.base.scans, {"generation": self.number, **scan}])
+                      scans=[*self.base.scans, {"generation": self.number, **scan}],
+                      carry=carried)
         _fsync_dirs(root)
         _write_text_atomic(root / "state.json", json.dumps(state.to_json(), indent=1))
-        self.store._sweep(self.number, keep_seen=seen_name)
+        self.store._sweep(state)
         return state
+
+    def _write_carry(self, carry: Carry) -> dict[str, Any]:
+        """Write ``carry`` under this generation's name; what ``state.json`` says of it."""
+        name = f"carry/g{self.number:08d}"
+        directory = self.store.root / name
+        directory.mkdir(parents=True, exist_ok=True)
+        for frame_name, frame in sorted(carry.frames.items()):
+            _write_parquet(frame, directory / f"{frame_name}.parquet")
+        return {"dir": name, "format": carry.format, "frames": sorted(carry.frames)}
 
 
 def _write_parquet(frame: pl.DataFrame, target: Path) -> None:

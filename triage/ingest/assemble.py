@@ -21,10 +21,18 @@ Keys and boundaries:
   or from a delivery of another queue file that says ``queued as`` this id, or from a bounce
   notification. Finished messages wait one chunk before they are emitted, so a link logged
   just after the child was removed is still seen.
+
+Across scans (``triage scan`` reads only what is new): :meth:`Assembler.suspend` emits the
+finished rows and :meth:`Assembler.carried` gives what is open (sessions, queue files, the
+short windows), which the next scan hands to :meth:`Assembler.resume`; the rows are then the
+ones a single read of the whole log gives. So that the carried state stays bounded, what stays
+open far longer than Postfix would keep it is emitted once the log's time has moved past it:
+a session with no line for ``RECENT``, a queue file with no line for ``QUEUE_STALE``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import cast
@@ -40,6 +48,15 @@ SPF_TOLERANCE = timedelta(minutes=15)
 # timestamps have whole seconds, and lines of different daemons may come a little out of order
 MILTER_SLACK = timedelta(seconds=2)
 LINK_TOLERANCE = timedelta(minutes=10)  # a hop's link is logged as its next queue file starts
+# A queue file is logged at least every maximal_backoff_time (4000 s) while it waits, and
+# expires after maximal_queue_lifetime (5 days): one with no line for longer has gone without
+# its "removed" being logged (or sits in the hold queue). It is emitted as it stands.
+QUEUE_STALE = timedelta(days=6)
+# The state one scan hands to the next (see Assembler.carried); bump CARRY_FORMAT whenever
+# these frames or their columns change, so that a newer triage does not misread an older one.
+CARRY_FORMAT = 1
+CARRIED = ("open_sessions", "open_messages", "spf", "milter", "links", "recent_qids",
+           "recent_closed")
 
 _SESSION_EVENTS = ("connect", "disconnect", "client", "reject", "milter", "tls", "sasl_failure",
                    "lost_connection", "timeout", "too_many_errors", "improper_pipelining",
@@ -453,6 +470,44 @@ class Assembler:
         rejects = self._with_session(empty.pick(REJECT_KINDS, [*_REJECT_SOURCE, "kind"]))
         return Tables(sessions, messages, self._deliveries(empty), _rejects(rejects))
 
+    def suspend(self) -> Tables:
+        """End this read without ending the log: emit the finished messages still waiting
+        for their next chunk, and keep what is open (sessions, queue files and the short
+        windows) for :meth:`carried`. Unlike :meth:`finish`, which ends everything.
+
+        A message removed just before the read stopped is stored now, as a single read of
+        the log ending here would store it: the one thing a later line could add is a hop
+        link logged after the child's "removed" (see the module docstring), a race of
+        milliseconds that the next scan cannot win anyway once the row is stored."""
+        pending, self.pending_messages = self.pending_messages, None
+        self.session_links = None  # one batch's: nothing after it reads them
+        empty = KindFrames()
+        rejects = self._with_session(empty.pick(REJECT_KINDS, [*_REJECT_SOURCE, "kind"]))
+        return Tables(_empty_sessions(), self._emit(pending), self._deliveries(empty),
+                      _rejects(rejects))
+
+    def carried(self) -> dict[str, pl.DataFrame]:
+        """The open state to hand to the next read of the same log (after
+        :meth:`suspend`): the frames named in ``CARRIED`` that are set."""
+        return {name: frame for name in CARRIED
+                if (frame := getattr(self, name)) is not None}
+
+    @classmethod
+    def resume(cls, frames: Mapping[str, pl.DataFrame]) -> Assembler:
+        """An assembler that goes on from :meth:`carried`'s frames.
+
+        >>> again = Assembler.resume(Assembler().carried())
+        >>> again.open_sessions is None and again.recent_closed.height == 0
+        True
+        """
+        unknown = set(frames) - set(CARRIED)
+        if unknown:
+            raise ValueError(f"not assembler state: {', '.join(sorted(unknown))}")
+        asm = cls()
+        for name, frame in frames.items():
+            setattr(asm, name, frame)
+        return asm
+
     # -- sessions
     def _sessions(self, kinds: KindFrames | None, final: bool) -> pl.DataFrame:
         carried = self.open_sessions
@@ -523,6 +578,9 @@ class Assembler:
         if merged is None:
             return None
         done = pl.col("closed") | pl.lit(final)
+        span = kinds.time_range() if kinds is not None else None
+        if span is not None:
+            done = done | (pl.col("last_seen") < span[1] - QUEUE_STALE)
         closed = merged.filter(done)
         self.open_messages = merged.filter(~done).with_columns(pl.lit(0, pl.Int32).alias("seq"))
         return closed
