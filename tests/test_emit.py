@@ -80,10 +80,11 @@ def test_every_line_carries_its_rule_id_and_only_emitted_rules_appear() -> None:
         (line,) = [ln for ln in lines if ln.endswith(f"rule {r.id}")]
         assert ("WARN trial" in line) == (r.state is T)
     assert not any("R0004" in ln or "R0012" in ln for ln in lines)
-    # cidr: first match wins, so the narrow /32 (trial) precedes the /24 that contains it
+    # cidr: first match wins, and a WARN ends the lookup: the active /24 (REJECT) precedes
+    # the trial /32 inside it, so that address is still refused
     cidr = files["client.cidr"].splitlines()
-    assert cidr.index("192.0.2.66/32 WARN trial rule R0002") < \
-        cidr.index("192.0.2.0/24 REJECT 5.7.1 blocked by rule R0001")
+    assert cidr.index("192.0.2.0/24 REJECT 5.7.1 blocked by rule R0001") < \
+        cidr.index("192.0.2.66/32 WARN trial rule R0002")
 
 
 def _helo_rules() -> list[Rule]:
@@ -188,8 +189,9 @@ def test_sender_lookup_order_follows_access5() -> None:
 
 def test_mapset_semantics() -> None:
     maps = MapSet.from_rules(sample_rules())
+    # the trial /32 R0002 lies inside the active /24 R0001, whose REJECT line comes first
     v = maps.check(client_ip="192.0.2.66", client_name="mail.example.org", helo="ok.example")
-    assert not v.refused and [w.rule_id for w in v.warnings] == ["R0002"]
+    assert v.rule_id == "R0001" and v.warnings == ()
     assert maps.check(client_ip="192.0.2.67").rule_id == "R0001"
     assert maps.check(client_ip="2001:db8:1::5").rule_id == "R0003"
     assert maps.check(client_ip="198.51.100.1").rule_id is None  # R0004 is only proposed

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
-from postmaptool import build, query, require_postmap
+from postmaptool import build, query, query_one, require_postmap
 
 from triage.emit.postfix import pcre_literal, render_map
 from triage.emit.tables import parse_table
@@ -147,3 +147,46 @@ def test_matcher_agrees_with_postmap(table: str, seed: int, tmp_path: Path) -> N
         repr(sorted(wrong.items())[:10])
     # the comparison means something: many keys hit, many miss
     assert len(keys) >= N_KEYS and len(expected) > 100 and len(keys) - len(expected) > 100
+
+
+# header_checks see a folded header as one string with its newlines: pcre_table(5)'s dotall
+# default (flag s on) lets '.' cross them. Keys with a newline go to postmap one by one.
+_HEADER_KEYS = [r"^Subject:.*cheap\x20pills", r"^Subject:\s*win\b", r"^From:.*@spam\.example",
+                r"^Subject:[^\n]*zz", r"^X-Mailer:.*bulk.*mailer$", r"^Subject:.*a.b\b",
+                r"^Subject:\x20foo$", r"^Subject:.+\n\s+tail", r"^Subject:.*\bend$",
+                r"^Received:\s+from\s+\S+\s+\(.*\)"]
+_HEADER_WORDS = ["cheap", "pills", "win", "zz", "a", "b", "foo", "tail", "end", "bulk", "mailer",
+                 "<x@spam.example>", "(host", "[192.0.2.1])", "by", "mx.example.org", "\u00e9"]
+
+
+def _folded_header(rng: random.Random) -> str:
+    name = rng.choice(["Subject", "From", "X-Mailer", "Received", "subject"])
+    out = f"{name}:"
+    for _ in range(rng.randint(1, 6)):
+        sep = rng.choice([" ", " ", "\n ", "\n\t", "\n  ", "\r\n ", ""])
+        out += sep + rng.choice(_HEADER_WORDS)
+    return out + rng.choice(["", "", "\n", " "])
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_folded_headers_agree_with_postmap(seed: int, tmp_path: Path) -> None:
+    require_postmap()
+    rng = random.Random(f"headers-{seed}")
+    rules = [Rule(f"R{i + 1:04d}", RuleKind.HEADER, key,
+                  state=RuleState.ACTIVE if rng.random() < 0.7 else RuleState.TRIAL)
+             for i, key in enumerate(_HEADER_KEYS)]
+    text = render_map(RuleKind.HEADER, rules)
+    path = tmp_path / "header_checks.pcre"
+    path.write_text(text)
+    ours = parse_table(text, TableType.PCRE)
+    keys = list(dict.fromkeys(_folded_header(rng) for _ in range(150)))
+    keys += ["Subject: Hello friend,\n cheap pills inside", "Subject: foo\n", "Subject: foo\r\n"]
+    folded = [k for k in keys if "\n" in k]
+    wrong = {k: (ours.lookup(k), theirs) for k in keys
+             if ours.lookup(k) != (theirs := query_one("pcre", path, k))}
+    assert not wrong, f"{len(wrong)} of {len(keys)} headers differ (ours, postmap): " + \
+        repr(sorted(wrong.items())[:5])
+    # the comparison means something: folded headers that hit and that miss
+    hits = [k for k in folded if ours.lookup(k) is not None]
+    assert len(folded) > 50 and 10 < len(hits) < len(folded) - 10
+    assert ours.lookup("Subject: Hello friend,\n cheap pills inside") is not None

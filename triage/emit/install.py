@@ -2,38 +2,57 @@
 
     files = render_maps(book.emitted(), sender_table)      # {file name: text}
     report = check_maps(files, rules, sender_table)        # problems (empty = fine)
-    write_maps(out_dir, files)                             # atomic per file, postmap for hash
+    write_maps(out_dir, files)                             # the whole set, or nothing
     install_maps(postfix, files)                           # + backup of the previous set
-    postfix.reload()                                       # restores the backup if refused
+    install_and_reload(postfix, files)                     # restores the backup if refused
 
 The previous set lives in ``<maps dir>/.previous/``; ``rollback`` swaps it with the current
-set (so a second rollback undoes the first). Each file is replaced atomically; the set as a
-whole is replaced file by file, and a failed step restores the previous set.
+set (so a second rollback undoes the first). Installing maps equal to the installed ones
+writes nothing and keeps ``.previous`` (``install_maps`` returns an empty list).
+
+A set is written all or nothing: every file (and a hash map's .db, built by postmap) is
+staged in a temp directory beside the targets, then renamed into place one by one; if a
+rename fails, the files already replaced are put back and the new ones removed, so Postfix
+sees the old set or the new one per file and, after an error, the old set.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from triage.atomicfile import copy_atomic, write_atomic
+from triage.atomicfile import copy_atomic, fsync_dir
+from triage.emit.check import (
+    CheckReport,
+    Problem,
+    check_maps,
+    check_report,
+    kind_of,
+    probe_keys,
+    query_refusal,
+    table_of,
+)
 from triage.emit.postfix import render_map
-from triage.emit.tables import parse_table
 from triage.errors import InstallError
 from triage.model import Rule, RuleKind, TableType
 
+__all__ = [
+    "PREVIOUS", "CheckReport", "Postfix", "Problem", "check_maps", "check_report",
+    "install_and_reload", "install_maps", "probe_keys", "render_maps", "rollback", "table_of",
+    "write_maps",
+]
+
 PREVIOUS = ".previous"
-
-
-def table_of(kind: RuleKind, sender_table: TableType | str = TableType.HASH) -> TableType:
-    return TableType(sender_table) if kind is RuleKind.SENDER_DOMAIN else kind.table
+# Postfix installs its programs in /usr/sbin, which is often not in a user's PATH.
+_SBIN = ("/usr/sbin", "/sbin")
 
 
 def render_maps(rules: Iterable[Rule], sender_table: TableType | str = TableType.HASH
@@ -43,30 +62,9 @@ def render_maps(rules: Iterable[Rule], sender_table: TableType | str = TableType
     return {k.map_name: render_map(k, rules, table_of(k, sender_table)) for k in RuleKind}
 
 
-def _kind_of(name: str) -> RuleKind:
-    return next(k for k in RuleKind if k.map_name == name)
-
-
-def probe_keys(rule: Rule) -> list[str]:
-    """Lookup keys the rule must answer: its evidence samples, or the key itself when that
-    is a literal (an address, a domain)."""
-    ev = rule.evidence
-    if rule.kind is RuleKind.CLIENT_CIDR:
-        return [*ev.ips, rule.key.split("/")[0]]
-    if rule.kind is RuleKind.SENDER_DOMAIN:
-        return [rule.key]
-    if rule.kind is RuleKind.HELO:
-        return list(ev.helos)
-    return []
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.message}"
+def _search_path() -> str:
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]  # no "" (= cwd)
+    return os.pathsep.join([*dirs, *(d for d in _SBIN if d not in dirs)])
 
 
 @dataclass
@@ -76,38 +74,78 @@ class Postfix:
     maps_dir: Path
     config_dir: Path | None = None
     command: str = "postfix"
+    _found: dict[str, str | None] = field(default_factory=dict, init=False, repr=False,
+                                          compare=False)
+
+    def executable(self, program: str) -> str | None:
+        """The full path of ``program`` (PATH, then /usr/sbin and /sbin), found once."""
+        if program not in self._found:
+            self._found[program] = shutil.which(program, path=_search_path())
+        return self._found[program]
 
     def _argv(self, program: str, *args: str) -> list[str]:
         # Only `postfix` goes through the configured command (it may need to reach a Postfix
         # in another namespace); postmap just reads files and runs here.
         words = shlex.split(self.command) if program == "postfix" else [program]
+        if not words:
+            raise InstallError("postfix_command is empty")
+        exe = self.executable(words[0])
+        if exe is None:
+            raise InstallError(f"{words[0]} not found in PATH, /usr/sbin or /sbin "
+                               "(is Postfix installed?)")
         conf = ["-c", str(self.config_dir)] if self.config_dir else []
-        return [*words, *conf, *args]
+        return [exe, *words[1:], *conf, *args]
 
     def available(self) -> bool:
         """Whether postmap can be run here."""
-        path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
-        return shutil.which("postmap", path=path) is not None
+        return self.executable("postmap") is not None
 
     def run(self, program: str, *args: str, stdin: bytes | None = None
             ) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(self._argv(program, *args), input=stdin, capture_output=True,
-                              check=False, timeout=120)
+        """Run ``program`` (by its full path); InstallError when it cannot be run."""
+        argv = self._argv(program, *args)
+        try:
+            return subprocess.run(argv, input=stdin, capture_output=True, check=False,
+                                  timeout=120)
+        except subprocess.TimeoutExpired:
+            raise InstallError(f"{argv[0]} did not finish within 120 seconds") from None
+        except OSError as exc:
+            raise InstallError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
 
     def postmap_query(self, table: TableType, path: Path, keys: list[str]) -> tuple[
             dict[str, str], list[str]]:
-        """``postmap -q - type:path`` for ``keys``: ({key: value}, warnings printed)."""
-        keys = [k for k in dict.fromkeys(keys) if "\n" not in k and "\0" not in k]
-        data = "".join(k + "\n" for k in keys).encode("utf-8", "surrogateescape")
+        """``postmap -q - type:path`` for ``keys``: ({key: value}, warnings printed).
+
+        Keys with a newline or a NUL (``check.query_refusal``) cannot travel one per line:
+        they are not asked, and never appear in the answer."""
+        keys = [k for k in dict.fromkeys(keys) if query_refusal(k) is None]
+        data = b"".join(k.encode("utf-8", "surrogateescape") + b"\n" for k in keys)
         out = self.run("postmap", "-q", "-", f"{table}:{path}", stdin=data)
         found = {}
-        for raw in out.stdout.decode("utf-8", "surrogateescape").splitlines():
-            key, _, value = raw.rpartition("\t")
-            found[key] = value
-        warn = [ln for ln in out.stderr.decode(errors="replace").splitlines() if ln]
+        # Split on b"\n" only: str.splitlines() would also cut keys at \v, \f, \x1c-\x1e,
+        # U+0085, U+2028 and U+2029, which an attacker's HELO may hold.
+        for raw in out.stdout.split(b"\n"):
+            if raw:
+                key, _, value = raw.decode("utf-8", "surrogateescape").rpartition("\t")
+                found[key] = value
+        warn = [ln for ln in out.stderr.decode(errors="replace").split("\n") if ln]
         if out.returncode not in (0, 1):
             warn.append(f"postmap exited with status {out.returncode}")
         return found, warn
+
+    def pcre_error(self, regex: str) -> str | None:
+        """What postmap says about a pcre table holding only ``/regex/`` (the regex as
+        written between the delimiters), or None when it is fine or postmap is missing.
+        Pass it to ``postfix.validate_key(..., verify_pcre=...)``."""
+        if not self.available():
+            return None
+        with tempfile.TemporaryDirectory(prefix="triage-pcre-") as tmp:
+            path = Path(tmp) / "check.pcre"
+            path.write_text(f"/{regex}/ DUNNO\n", encoding="utf-8")
+            _, warns = self.postmap_query(TableType.PCRE, path, ["probe.invalid"])
+        if not warns:
+            return None
+        return warns[0].rpartition(", line 1: ")[2] or warns[0]
 
     def build(self, table: TableType, path: Path) -> None:
         """``postmap`` for indexed tables (hash); nothing for text tables."""
@@ -124,97 +162,229 @@ class Postfix:
                                + out.stderr.decode(errors="replace").strip())
 
 
-def check_maps(files: dict[str, str], rules: Iterable[Rule],
-               sender_table: TableType | str = TableType.HASH,
-               postfix: Postfix | None = None) -> list[Problem]:
-    """Check rendered maps: every emitted rule has one line carrying its id, its probe keys
-    are answered by that line (our matcher), and, when ``postfix`` is given and installed,
-    ``postmap -q`` reads each file without a warning and gives the same answers."""
-    rules = [r for r in rules if r.state.emitted]
-    problems: list[Problem] = []
-    with tempfile.TemporaryDirectory(prefix="triage-check-") as tmp:
-        for name, text in sorted(files.items()):
-            kind = _kind_of(name)
-            table = table_of(kind, sender_table)
-            ours = parse_table(text, table, name)
-            mine = [r for r in rules if r.kind is kind]
-            if len(ours.entries) != len(mine):
-                problems.append(Problem(name, f"{len(ours.entries)} lines for {len(mine)} rules"))
-            ids = {r.id for r in mine}
-            for e in ours.entries:
-                if not any(f"rule {rid}" in e.value for rid in ids):
-                    problems.append(Problem(name, f"line {e.line} carries no rule id: {e.value}"))
-            probes: dict[str, str] = {}
-            for r in mine:
-                for key in probe_keys(r):
-                    probes[key] = r.id
-                    value = ours.lookup(key)
-                    if value is None or f"rule {r.id}" not in value:
-                        problems.append(Problem(name, f"{r.id}: {key!r} answered {value!r}"))
-            if postfix is None or not postfix.available():
-                continue
-            path = Path(tmp) / name
-            path.write_text(text, encoding="utf-8")
-            try:
-                postfix.build(table, path)
-            except InstallError as exc:
-                problems.append(Problem(name, exc.message))
-                continue
-            keys = list(probes) or ["probe.invalid"]
-            found, warns = postfix.postmap_query(table, path, keys)
-            problems += [Problem(name, f"postmap: {w}") for w in warns]
-            for key in keys:
-                theirs, mine_value = found.get(key), ours.lookup(key)
-                if theirs != mine_value:
-                    problems.append(Problem(name, f"postmap -q {key!r} gives {theirs!r}, "
-                                            f"our matcher {mine_value!r}"))
-    return problems
+def _targets(name: str, table: TableType, postfix: Postfix | None) -> list[str]:
+    """The files one map becomes in the maps directory: its .db (when postfix builds one)
+    first, then the text source."""
+    return [f"{name}.db", name] if table is TableType.HASH and postfix is not None else [name]
+
+
+def _stage(stage: Path, files: dict[str, str], postfix: Postfix | None,
+           sender_table: TableType | str) -> list[str]:
+    """Write every file (and build each .db) in ``stage``; the names to move, in order."""
+    names = []
+    for name, text in sorted(files.items()):
+        table = table_of(kind_of(name), sender_table)
+        path = stage / name
+        path.write_bytes(text.encode("utf-8"))
+        if table is TableType.HASH and postfix is not None:
+            postfix.build(table, path)
+        for n in _targets(name, table, postfix):
+            with open(stage / n, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(stage / n, 0o644)
+            names.append(n)
+    return names
+
+
+def _swap_in(directory: Path, moves: list[tuple[Path | None, str]], aside: Path) -> None:
+    """Put each ``(source, name)`` in place in ``directory`` (a None source removes the
+    file), keeping each replaced file in ``aside``; on any error, undo the moves done and
+    raise InstallError (OSError) or the error itself."""
+    done: list[tuple[str, bool]] = []  # (name, an old version was kept aside)
+    name = ""
+    try:
+        for _, name in moves:  # the one failure we can foresee: before anything moves
+            if (directory / name).is_dir() and not (directory / name).is_symlink():
+                raise IsADirectoryError(errno.EISDIR, "a directory is in the way",
+                                        str(directory / name))
+        for src, name in moves:
+            dst = directory / name
+            kept = os.path.lexists(dst)
+            if kept:
+                try:  # a hard link keeps the old file without a moment where none exists
+                    os.link(dst, aside / name, follow_symlinks=False)
+                except OSError:
+                    shutil.copy2(dst, aside / name, follow_symlinks=False)
+            if src is None:
+                if kept:
+                    os.unlink(dst)
+            else:
+                os.replace(src, dst)
+            done.append((name, kept))
+    except BaseException as exc:
+        failed = _undo(directory, aside, done)
+        if not isinstance(exc, OSError):
+            raise
+        note = (f"; could not put back {', '.join(failed)}" if failed else
+                f"; {directory} is as it was")
+        raise InstallError(f"cannot write {name}: {exc.strerror or exc}{note}",
+                           file=directory / name) from None
+    fsync_dir(directory)
+
+
+def _undo(directory: Path, aside: Path, done: list[tuple[str, bool]]) -> list[str]:
+    """Undo ``_swap_in``'s moves, newest first; the names that could not be put back."""
+    failed = []
+    for name, kept in reversed(done):
+        try:
+            if kept:
+                os.replace(aside / name, directory / name)
+            else:
+                os.unlink(directory / name)
+        except OSError:
+            failed.append(name)
+    return failed
 
 
 def write_maps(directory: Path, files: dict[str, str], postfix: Postfix | None = None,
                sender_table: TableType | str = TableType.HASH,
                backup_dir: Path | None = None) -> list[Path]:
-    """Write each map atomically into ``directory``; build the .db of a hash map from a temp
-    copy and rename it into place, so Postfix never opens a half-built database."""
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in sorted(files.items()):
-        table = table_of(_kind_of(name), sender_table)
-        target = directory / name
-        if table is TableType.HASH and postfix is not None:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-            os.close(fd)
+    """Write the set of maps into ``directory``, all or nothing (see the module docstring).
+    With ``postfix``, a hash map's .db is built by postmap in the staging directory first,
+    so Postfix never opens a half-built database. With ``backup_dir``, the files replaced
+    are copied there first. InstallError says what failed; the old set is then in place."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".triage-new-", dir=directory))
+    except OSError as exc:
+        raise InstallError(f"cannot write maps into {directory}: {exc.strerror or exc}",
+                           file=directory) from None
+    try:
+        aside = stage / ".old"
+        aside.mkdir()
+        try:
+            names = _stage(stage, files, postfix, sender_table)
+        except OSError as exc:
+            raise InstallError(f"cannot prepare the maps in {stage}: {exc.strerror or exc}; "
+                               "nothing written", file=directory) from None
+        if backup_dir is not None:
+            backup_dir.mkdir(parents=True, exist_ok=True)
+            for n in names:
+                if (directory / n).is_file():
+                    copy_atomic(directory / n, backup_dir / n)
+        _swap_in(directory, [(stage / n, n) for n in names], aside)
+        return [directory / n for n in names]
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _unchanged(directory: Path, files: dict[str, str], postfix: Postfix,
+               sender_table: TableType | str) -> bool:
+    """Whether the installed maps already are ``files`` (and each .db is up to date)."""
+    for name, text in files.items():
+        src = directory / name
+        if not src.is_file() or src.read_bytes() != text.encode("utf-8"):
+            return False
+        table = table_of(kind_of(name), sender_table)
+        for n in _targets(name, table, postfix):
+            if not (directory / n).is_file() or \
+                    (directory / n).stat().st_mtime < src.stat().st_mtime:
+                return False
+    return True
+
+
+@dataclass
+class _Backup:
+    """The installed set, copied to ``.previous`` before an install (the former backup kept
+    aside until the install succeeds), and the map files that did not exist before."""
+
+    directory: Path
+    present: list[str]
+    absent: list[str]
+
+    @property
+    def previous(self) -> Path:
+        return self.directory / PREVIOUS
+
+    @property
+    def former(self) -> Path:
+        return self.directory / f"{PREVIOUS}.old"
+
+    @classmethod
+    def take(cls, directory: Path, names: list[str]) -> _Backup:
+        backup = cls(directory, [n for n in names if (directory / n).is_file()],
+                     [n for n in names if not os.path.lexists(directory / n)])
+        if backup.present:
+            fresh = Path(tempfile.mkdtemp(prefix=f"{PREVIOUS}.new-", dir=directory))
             try:
-                Path(tmp).write_text(text, encoding="utf-8")
-                postfix.build(table, Path(tmp))
-                if backup_dir is not None and (directory / f"{name}.db").exists():
-                    backup_dir.mkdir(parents=True, exist_ok=True)
-                    copy_atomic(directory / f"{name}.db", backup_dir / f"{name}.db")
-                os.chmod(tmp + ".db", 0o644)
-                os.replace(tmp + ".db", directory / f"{name}.db")
-                written.append(directory / f"{name}.db")
-            finally:
-                for p in (tmp, tmp + ".db"):
-                    with contextlib.suppress(OSError):
-                        os.unlink(p)
-        write_atomic(target, text, backup_dir=backup_dir)
-        written.append(target)
-    return written
+                for n in backup.present:
+                    copy_atomic(directory / n, fresh / n)
+            except BaseException:
+                shutil.rmtree(fresh, ignore_errors=True)
+                raise
+            shutil.rmtree(backup.former, ignore_errors=True)
+            if backup.previous.exists():
+                backup.previous.rename(backup.former)
+            fresh.rename(backup.previous)
+        return backup
+
+    def keep(self) -> None:
+        """The install succeeded: the former backup is no longer needed."""
+        shutil.rmtree(self.former, ignore_errors=True)
+
+    def put_back(self) -> None:
+        """The install failed: the set from before it, exactly (files that did not exist
+        are removed), and the former ``.previous``."""
+        with tempfile.TemporaryDirectory(prefix=".triage-restore-", dir=self.directory) as t:
+            stage = Path(t)
+            for n in self.present:
+                copy_atomic(self.previous / n, stage / n)
+            (stage / ".old").mkdir()
+            moves: list[tuple[Path | None, str]] = [(stage / n, n) for n in self.present]
+            _swap_in(self.directory, moves + [(None, n) for n in self.absent], stage / ".old")
+        if self.present:
+            shutil.rmtree(self.previous, ignore_errors=True)
+            if self.former.exists():
+                self.former.rename(self.previous)
 
 
 def install_maps(postfix: Postfix, files: dict[str, str],
                  sender_table: TableType | str = TableType.HASH) -> list[Path]:
     """Install ``files`` into ``postfix.maps_dir``, the current set going to ``.previous/``
-    first (each file and its .db). On any error the previous set is put back."""
+    first (each file and its .db). On any error the set from before is put back. Returns
+    the files written: none when the installed maps already are ``files``."""
+    return install_and_reload(postfix, files, sender_table, reload=False)
+
+
+def install_and_reload(postfix: Postfix, files: dict[str, str],
+                       sender_table: TableType | str = TableType.HASH,
+                       reload: bool = True) -> list[Path]:
+    """``install_maps`` then ``postfix reload``; if Postfix refuses (a map it cannot read,
+    a failed reload), the set from before is restored (files that did not exist are
+    removed, even on a first install), Postfix reloaded and InstallError raised. Unchanged
+    maps are not written (an empty list is returned) and ``.previous`` is kept."""
     d = postfix.maps_dir
-    d.mkdir(parents=True, exist_ok=True)
-    prev = d / PREVIOUS
-    _snapshot(d, prev, files)
+    if d.is_dir() and _unchanged(d, files, postfix, sender_table):
+        if reload:
+            postfix.reload()  # nothing to restore: the maps are the ones Postfix had
+        return []
     try:
-        return write_maps(d, files, postfix, sender_table)
+        d.mkdir(parents=True, exist_ok=True)
+        names = [n for name in sorted(files)
+                 for n in _targets(name, table_of(kind_of(name), sender_table), postfix)]
+        backup = _Backup.take(d, names)
+    except OSError as exc:
+        raise InstallError(f"cannot back up the maps in {d}: {exc.strerror or exc}",
+                           file=d) from None
+    reloading = False
+    try:
+        written = write_maps(d, files, postfix, sender_table)
+        if reload:
+            for name in sorted(files):
+                table = table_of(kind_of(name), sender_table)
+                _, warns = postfix.postmap_query(table, d / name, ["probe.invalid"])
+                if warns:
+                    raise InstallError(f"Postfix cannot use {name}: {warns[0]}")
+            reloading = True
+            postfix.reload()
     except BaseException:
-        _restore(prev, d)
+        backup.put_back()
+        if reloading:
+            with contextlib.suppress(InstallError):
+                postfix.reload()
         raise
+    backup.keep()
+    return written
 
 
 def _map_files(directory: Path, names: Iterable[str]) -> list[Path]:
@@ -250,29 +420,6 @@ def _restore(src: Path, dst: Path) -> list[Path]:
                 copy_atomic(p, dst / p.name)
                 restored.append(dst / p.name)
     return restored
-
-
-def install_and_reload(postfix: Postfix, files: dict[str, str],
-                       sender_table: TableType | str = TableType.HASH,
-                       reload: bool = True) -> list[Path]:
-    """``install_maps`` then ``postfix reload``; if Postfix refuses (a map it cannot read,
-    a failed reload), the previous set is restored (and reloaded) and InstallError raised."""
-    written = install_maps(postfix, files, sender_table)
-    if not reload:
-        return written
-    try:
-        for name in sorted(files):
-            table = table_of(_kind_of(name), sender_table)
-            _, warns = postfix.postmap_query(table, postfix.maps_dir / name, ["probe.invalid"])
-            if warns:
-                raise InstallError(f"Postfix cannot use {name}: {warns[0]}")
-        postfix.reload()
-    except InstallError:
-        _restore(postfix.maps_dir / PREVIOUS, postfix.maps_dir)
-        with contextlib.suppress(InstallError):
-            postfix.reload()
-        raise
-    return written
 
 
 def rollback(postfix: Postfix, reload: bool = False) -> list[Path]:

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from triage.config import DEFAULT_RULE_ID_PATTERN
-from triage.emit.tables import Table, parse_table, read_table
+from triage.emit.pcre_subset import non_utf8_escape, pcre2_refusal, unsafe_construct
+from triage.emit.tables import Table, is_utf8, parse_table, read_table
 from triage.errors import RuleError
 from triage.model import Action, Rule, RuleKind, RuleState, TableType, Verb
 
@@ -47,31 +48,6 @@ _DOMAIN_RE = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+"
 _HEADER_KEY_RE = re.compile(r"\^[A-Za-z0-9][A-Za-z0-9-]*:")
 _ACTION_TEXT_RE = re.compile(r"[A-Za-z0-9 ,.;:()'_-]{1,200}\Z")
 _STATUS_RE = re.compile(r"5\.\d{1,3}\.\d{1,3}\Z")
-# Regex constructs whose meaning differs between Python's re and PCRE2 (or that Postfix
-# reads differently) are refused, so the matcher and Postfix cannot disagree on a rule we write.
-_UNSAFE_ESCAPES = set("zZGKRXhHvVNpPQEgkocxu") | set("0123456789")
-_UNSAFE_PLAIN = re.compile(r"\[:|\{,|\(\?[^:=!<]|\(\?<[^=!]")
-
-
-def _unsafe_construct(regex: str) -> str | None:
-    """The first construct of ``regex`` outside the subset Python and PCRE read alike."""
-    plain, i = [], 0
-    while i < len(regex):
-        if regex[i] == "\\" and i + 1 < len(regex):
-            esc = regex[i + 1]
-            ok_hex = esc == "x" and re.match(r"[0-9a-fA-F]{2}", regex[i + 2:i + 4])
-            ok_digit = esc in "123456789" and not regex[i + 2:i + 3].isdigit()  # backreference
-            if esc in _UNSAFE_ESCAPES and not ok_hex and not ok_digit:
-                return regex[i:i + 2]
-            plain.append("__")  # keeps positions, hides the escaped character
-            i += 2
-            continue
-        plain.append(regex[i])
-        i += 1
-    m = _UNSAFE_PLAIN.search("".join(plain))
-    return m.group(0) if m else None
-
-
 def pcre_literal(text: str, anchored: bool = True) -> str:
     """A regex matching ``text`` literally (whole key when anchored). Everything but letters,
     digits, ``-`` and ``_`` becomes an escape, so the pattern has no white space, no
@@ -90,18 +66,28 @@ def pcre_literal(text: str, anchored: bool = True) -> str:
     return f"^{body}$" if anchored else body
 
 
-def validate_key(kind: RuleKind, key: str) -> str:
+def validate_key(kind: RuleKind, key: str, *,
+                 verify_pcre: Callable[[str], str | None] | None = None) -> str:
     """Return the normalised key for ``kind``, or raise RuleError.
 
+    - any kind: UTF-8 text (no escaped byte that is not part of UTF-8, no lone surrogate:
+      Postfix refuses lookup keys that are not UTF-8, so such a rule never matches).
     - client_cidr: an IPv4/IPv6 address or network; host bits are cleared ("192.0.2.9/24" ->
       "192.0.2.0/24"), a bare address gets /32 or /128; no zone id, no IPv4-mapped networks.
     - client_name, helo, header: a regex in the subset where Python's re and PCRE agree:
-      printable ASCII only (use \\xHH escapes), compiles, none of the constructs in
-      ``_unsafe_construct``; a header key starts with ``^Name:``.
+      printable ASCII only (use \\xHH escapes, whose byte runs must be UTF-8), compiles in
+      Python and, as far as ``pcre_subset.pcre2_refusal`` can tell, in PCRE2 (repeat counts
+      up to 65535, no POSIX collating elements, nesting and size within PCRE2's limits),
+      none of the constructs in ``pcre_subset.unsafe_construct``; a header key starts with
+      ``^Name:``. ``verify_pcre(regex)`` (e.g. ``install.Postfix.pcre_error``, which asks
+      the real postmap) may add its refusal: it returns an error message or None.
     - sender_domain: a lower-case DNS name of LDH labels with at least one dot.
     """
     if not isinstance(key, str) or not key:
         raise RuleError(f"empty {kind} key")
+    if not is_utf8(key):
+        raise RuleError(f"{kind} key is not valid UTF-8 (it holds bytes that are not UTF-8 "
+                        f"text; Postfix never matches those): {key!r}")
     if kind is RuleKind.CLIENT_CIDR:
         return _validate_cidr(key)
     if kind is RuleKind.SENDER_DOMAIN:
@@ -109,20 +95,38 @@ def validate_key(kind: RuleKind, key: str) -> str:
         if not _DOMAIN_RE.match(dom):
             raise RuleError(f"not a domain name: {key!r}")
         return dom
+    return _validate_regex(kind, key, verify_pcre)
+
+
+def _validate_regex(kind: RuleKind, key: str,
+                    verify_pcre: Callable[[str], str | None] | None) -> str:
     if any(not (0x20 < ord(c) < 0x7F) for c in key):
         raise RuleError(f"{kind} regex has white space, control or non-ASCII characters "
                         f"(write them as \\xHH): {key!r}")
-    bad = _unsafe_construct(key)
+    bad = unsafe_construct(key)
     if bad:
         raise RuleError(f"{kind} regex uses {bad!r}, outside the supported subset: {key!r}")
     if key.endswith("\\") and not key.endswith("\\\\"):
         raise RuleError(f"{kind} regex ends with a lone backslash: {key!r}")
     if kind is RuleKind.HEADER and not _HEADER_KEY_RE.match(key):
         raise RuleError(f"header regex must start with ^Header-Name: ({key!r})")
+    bad = non_utf8_escape(key)
+    if bad:
+        raise RuleError(f"{kind} regex escapes bytes {bad} that are not UTF-8: Postfix "
+                        f"refuses such keys, so it could never match (write each non-ASCII "
+                        f"character as its whole UTF-8 sequence): {key!r}")
+    bad = pcre2_refusal(key)
+    if bad:
+        raise RuleError(f"bad {kind} regex {key!r}: it has {bad}, which Postfix's PCRE2 "
+                        "refuses")
     try:
         re.compile(key, re.ASCII)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:
         raise RuleError(f"bad {kind} regex {key!r}: {exc}") from exc
+    if verify_pcre is not None:
+        err = verify_pcre(_escape_delimiter(key))
+        if err:
+            raise RuleError(f"postmap refuses the {kind} regex {key!r}: {err}")
     return key
 
 
@@ -179,14 +183,22 @@ def render_line(rule: Rule, table: TableType | None = None) -> str:
 
 
 def _order(rule: Rule) -> tuple[object, ...]:
+    """Where ``rule``'s line goes in its map. Postfix uses the FIRST matching line of a cidr
+    or pcre table, and a WARN answer ends that table's lookup like DUNNO. So:
+
+    - cidr: every REJECT (active) line before every WARN (trial) line, so a trial network
+      never shields an active one (a trial /32 inside an active /24 still rejects); within
+      one action the narrowest network first, so the most specific rule is the one named.
+    - pcre: REJECT lines before WARN lines, each group by rule id (older rules first).
+    - hash/texthash: an exact lookup, the order does not matter; by key, for stable diffs.
+    """
+    rank = 0 if rule.effective_action().verb is Verb.REJECT else 1
     if rule.kind is RuleKind.CLIENT_CIDR:
-        # First match wins in a cidr table: the narrowest network first, so a narrower rule
-        # (e.g. a REJECT /32 inside a WARN /24) is the one that speaks for its addresses.
         net = ipaddress.ip_network(validate_key(rule.kind, rule.key))
-        return (net.version, -net.prefixlen, int(net.network_address), rule.id)
+        return (rank, net.version, -net.prefixlen, int(net.network_address), rule.id)
     if rule.kind is RuleKind.SENDER_DOMAIN:
         return (validate_key(rule.kind, rule.key), rule.id)
-    return (rule.id,)
+    return (rank, rule.id)
 
 
 def render_map(kind: RuleKind, rules: Iterable[Rule], table: TableType | None = None) -> str:

@@ -8,14 +8,26 @@ prints (the value) or None, for the subset of each format that triage writes and
   reads it (no leading zeros, no zone id); IPv4 keys never match IPv6 patterns and the other
   way round (``::ffff:192.0.2.1`` is an IPv6 key). A pattern with host bits set is skipped,
   as Postfix skips it with a warning.
-- pcre (pcre_table(5)): ``/regex/flags value``; first match in file order; case-insensitive
-  unless the ``i`` flag toggles it off; the regex ends at the first delimiter not preceded by a
-  backslash. Postfix runs PCRE on bytes, so non-ASCII keys are matched byte by byte and
-  only ASCII letters fold case.
+- pcre (pcre_table(5)): ``/regex/flags value``; first match in file order; the regex ends at
+  the first delimiter not preceded by a backslash. Each flag letter TOGGLES an option whose
+  default comes from Postfix, not from PCRE: ``i`` caseless (default ON), ``s`` dotall (default
+  ON: ``.`` matches the newline of a folded header), ``m`` multiline (off), ``x`` extended
+  (off), ``A`` anchored (off), ``E`` dollar_endonly (off; no effect with ``m``), ``U``
+  ungreedy (off; it changes what a group captures, not whether a line matches, so it is
+  accepted except in a pattern with an atomic group), ``X`` is ignored (Postfix built with
+  PCRE2 ignores it with a warning). Any other letter: Postfix skips the line with a warning,
+  the matcher raises RuleError. Postfix runs PCRE on bytes, without UTF mode, so non-ASCII
+  keys are matched byte by byte and only ASCII letters fold case.
 - hash, texthash: exact match of the whole key after case folding (postmap folds keys on
   create and on query); the first of duplicate keys wins. Non-ASCII keys fold as Unicode
   (``\u212a`` matches ``k``), as Postfix does with smtputf8_enable = yes, the default from
   compatibility_level 3.6 on (Debian's fresh-install setting).
+
+Lookup keys whose bytes are not valid UTF-8 (escaped bytes from ``surrogateescape`` that do
+not form UTF-8, or a surrogate with no byte form) are never found, in any table type: with
+smtputf8_enable = yes Postfix refuses them ("non-UTF-8 key ... malformed UTF-8"), and
+``postmap`` ignores hash/texthash lines that are not valid UTF-8. A key is cut at its first
+NUL first (a C string).
 
 Common lexical rules (as Postfix's readlline): a line whose first non-blank character is ``#``
 is a comment, blank lines are skipped, and a line starting with white space continues the
@@ -34,7 +46,10 @@ from pathlib import Path
 from triage.errors import RuleError
 from triage.model import TableType
 
+# pcre_table(5) flags that toggle a Python re flag; Postfix's defaults are in _PCRE_DEFAULT.
 _PCRE_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+_PCRE_DEFAULT = re.IGNORECASE | re.DOTALL
+_PCRE_OTHER_FLAGS = "AEUX"  # anchored, dollar_endonly, ungreedy, obsolete "extra" (ignored)
 _WS = " \t\r\n\v\f"
 
 
@@ -81,6 +96,24 @@ def c_string(key: str) -> str:
     return key if nul < 0 else key[:nul]
 
 
+def utf8_key(key: str) -> str | None:
+    """The key as Postfix looks it up: cut at the first NUL, its bytes read as UTF-8; None
+    when they are not UTF-8 (Postfix refuses such a key and finds nothing)."""
+    try:
+        return c_string(key).encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:  # bytes that are not UTF-8, or a surrogate with no byte form
+        return None
+
+
+def is_utf8(text: str) -> bool:
+    """Whether the bytes ``text`` stands for (``surrogateescape``) are valid UTF-8."""
+    try:
+        text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
 def to_bytes_text(key: str) -> str:
     """The key as Postfix sees it (UTF-8 bytes), one str character per byte."""
     return c_string(key).encode("utf-8", "surrogateescape").decode("latin-1")
@@ -100,11 +133,22 @@ class Table:
         self.entries = entries
         self.source = source
 
-    def lookup(self, key: str) -> str | None:  # pragma: no cover - overridden
+    def lookup(self, key: str) -> str | None:
+        """The value Postfix returns for ``key`` (``postmap -q``), or None."""
+        e = self.lookup_entry(key)
+        return e.value if e else None
+
+    def lookup_entry(self, key: str) -> Entry | None:
+        """The entry that answers ``key``, or None (always None for a non-UTF-8 key)."""
+        k = utf8_key(key)
+        return None if k is None else self._find(k)
+
+    def _find(self, key: str) -> Entry | None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def lookup_entry(self, key: str) -> Entry | None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def subset(self, entries: Iterable[Entry]) -> Table:
+        """A table of the same type holding only ``entries`` (e.g. one rule's own lines)."""
+        return type(self)(list(entries), self.source)
 
 
 class CidrTable(Table):
@@ -118,18 +162,14 @@ class CidrTable(Table):
             if net is not None:
                 self._nets.append((net, e))
 
-    def lookup_entry(self, key: str) -> Entry | None:
-        addr = parse_ip(c_string(key))
+    def _find(self, key: str) -> Entry | None:
+        addr = parse_ip(key)
         if addr is None:
             return None
         for net, entry in self._nets:
             if net.version == addr.version and addr in net:
                 return entry
         return None
-
-    def lookup(self, key: str) -> str | None:
-        e = self.lookup_entry(key)
-        return e.value if e else None
 
 
 def parse_cidr_pattern(pattern: str, where: str = "") -> (
@@ -177,18 +217,70 @@ def split_pcre(line: str, where: str = "") -> tuple[str, str, str, str]:
     return regex, flags, value, line[: i + 1 + j]
 
 
-def compile_pcre(regex: str, flags: str = "", where: str = "") -> re.Pattern[str]:
-    """Compile a Postfix pcre pattern for ``Python re`` with the same meaning on byte keys."""
-    opts = re.IGNORECASE
+@dataclass(frozen=True)
+class PcrePattern:
+    """A pcre table pattern compiled for Python's re; ``search`` answers as Postfix would
+    on the key's bytes (one str character per byte, see ``to_bytes_text``)."""
+
+    rx: re.Pattern[str]
+    anchored: bool = False
+
+    def search(self, text: str) -> bool:
+        return (self.rx.match(text) if self.anchored else self.rx.search(text)) is not None
+
+
+def compile_pcre(regex: str, flags: str = "", where: str = "") -> PcrePattern:
+    """Compile a Postfix pcre pattern for ``Python re`` with the same meaning on byte keys.
+
+    Postfix's defaults differ from PCRE's: caseless and dotall are ON, and each flag letter
+    toggles its option (``/a.b/`` crosses a newline, ``/a.b/s`` does not, ``/A/i`` is case
+    sensitive). See the module docstring for the letters."""
+    opts, anchored, dollar_endonly = _PCRE_DEFAULT, False, False
     for f in flags:
-        if f not in _PCRE_FLAGS:
+        if f in _PCRE_FLAGS:
+            opts ^= _PCRE_FLAGS[f]
+        elif f == "A":
+            anchored = not anchored
+        elif f == "E":
+            dollar_endonly = not dollar_endonly
+        elif f == "U":
+            # Ungreedy changes what a group captures, not whether the pattern matches, as
+            # long as backtracking can undo every choice: not so inside an atomic group.
+            if "(?>" in regex:
+                raise RuleError(f"regexp flag 'U' with an atomic group is not supported "
+                                f"in {where}")
+        elif f != "X":  # X: Postfix with PCRE2 ignores it ("obsolete regexp option")
             raise RuleError(f"unsupported regexp flag {f!r} in {where}")
-        opts ^= _PCRE_FLAGS[f]
+    if dollar_endonly and not opts & re.MULTILINE:  # pcre: E is ignored when m is set
+        regex = _dollar_at_end_only(regex)
     try:
         # ASCII: PCRE in Postfix runs without UTF mode, so classes and case are ASCII only.
-        return re.compile(regex, opts | re.ASCII)
-    except re.error as exc:
+        return PcrePattern(re.compile(regex, opts | re.ASCII), anchored)
+    except (re.error, OverflowError, RecursionError) as exc:
         raise RuleError(f"bad regexp in {where}: {exc}") from exc
+
+
+def _dollar_at_end_only(regex: str) -> str:
+    """``regex`` with each ``$`` metacharacter (not escaped, not in a class) written ``\\Z``:
+    PCRE's DOLLAR_ENDONLY, where ``$`` no longer matches before a final newline."""
+    out, i, n = [], 0, len(regex)
+    while i < n:
+        c = regex[i]
+        if c == "\\":
+            out.append(regex[i:i + 2])
+            i += 2
+        elif c == "[":
+            j = i + 1
+            j += regex[j:j + 1] == "^"
+            j += regex[j:j + 1] == "]"  # a ']' first in a class is a literal
+            while j < n and regex[j] != "]":
+                j += 2 if regex[j] == "\\" else 1
+            out.append(regex[i:j + 1])
+            i = j + 1
+        else:
+            out.append("\\Z" if c == "$" else c)
+            i += 1
+    return "".join(out)
 
 
 class PcreTable(Table):
@@ -196,21 +288,17 @@ class PcreTable(Table):
 
     def __init__(self, entries: list[Entry], source: str = "<map>") -> None:
         super().__init__(entries, source)
-        self._res: list[tuple[re.Pattern[str], Entry]] = []
+        self._res: list[tuple[PcrePattern, Entry]] = []
         for e in entries:
             regex, flags, _, _ = split_pcre(e.pattern + " x", f"{source}:{e.line}")
             self._res.append((compile_pcre(regex, flags, f"{source}:{e.line}"), e))
 
-    def lookup_entry(self, key: str) -> Entry | None:
+    def _find(self, key: str) -> Entry | None:
         k = to_bytes_text(key)
         for rx, entry in self._res:
             if rx.search(k):
                 return entry
         return None
-
-    def lookup(self, key: str) -> str | None:
-        e = self.lookup_entry(key)
-        return e.value if e else None
 
 
 class HashTable(Table):
@@ -222,12 +310,8 @@ class HashTable(Table):
         for e in entries:
             self._keys.setdefault(fold(e.pattern), e)  # postmap keeps the first duplicate
 
-    def lookup_entry(self, key: str) -> Entry | None:
-        return self._keys.get(fold(c_string(key)))
-
-    def lookup(self, key: str) -> str | None:
-        e = self.lookup_entry(key)
-        return e.value if e else None
+    def _find(self, key: str) -> Entry | None:
+        return self._keys.get(fold(key))
 
 
 class TexthashTable(HashTable):
@@ -247,15 +331,21 @@ def parse_table(text: str | Iterable[str], table: TableType | str,
     if not isinstance(text, str):
         text = "\n".join(text)
     entries: list[Entry] = []
+    hashed = ttype in (TableType.HASH, TableType.TEXTHASH)
     for no, line in logical_lines(text):
+        if hashed and not is_utf8(line):
+            continue  # postmap: "non-UTF-8 input ... -- ignoring this line"
         if ttype is TableType.PCRE:
             _, _, value, head = split_pcre(line, f"{source}:{no}")
-            entries.append(Entry(no, head, value))
-            continue
-        parts = line.split(None, 1)
-        if len(parts) < 2:
-            raise RuleError(f"no value after the key in {source}:{no}")
-        entries.append(Entry(no, parts[0], parts[1].strip(_WS)))
+            entry = Entry(no, head, value)
+        else:
+            parts = line.split(None, 1)
+            if len(parts) < 2:
+                raise RuleError(f"no value after the key in {source}:{no}")
+            entry = Entry(no, parts[0], parts[1].strip(_WS))
+        if not is_utf8(entry.value):  # Postfix fails every lookup this line answers
+            raise RuleError(f"value not valid UTF-8 in {source}:{no}")
+        entries.append(entry)
     return _CLASSES[ttype](entries, source)
 
 
