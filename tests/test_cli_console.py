@@ -55,3 +55,15 @@ def test_map_changes_print_lines_as_written(monkeypatch: pytest.MonkeyPatch, tmp
 def test_closed_stdin_is_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", None)
     assert prompts.stdin_is_terminal() is False
+
+
+def test_scan_shows_the_files_it_could_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    err = io.StringIO()
+    monkeypatch.setattr(scan_cmd.err_console, "file", err)
+    monkeypatch.setattr(scan_cmd.err_console, "width", 400)
+    problem = "/var/log/mail.log.2.gz: damaged or truncated compressed data [/]"
+    scan_cmd._render_scan(scan_cmd.ScanResult(generation=1, committed=False,
+                                              problems=[problem]))
+    assert f"triage: {problem}" in err.getvalue()
+    assert scan_cmd._scan_json(scan_cmd.ScanResult(generation=1, committed=False,
+                                                   problems=[problem]))["problems"] == [problem]

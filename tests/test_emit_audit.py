@@ -553,3 +553,23 @@ def test_non_utf8_evidence_is_a_note() -> None:
     assert [n.message for n in report.notes] == [
         "R0001: evidence 'x\\udcff.spam.example' not checked: not UTF-8, Postfix never looks "
         "such keys up"]
+
+
+@pytest.mark.postfix
+def test_emit_install_twice_says_unchanged(tmp_path: Path) -> None:
+    """A second `triage emit --install` of the same rules writes nothing and says so."""
+    require_postmap()
+    save_rules(tmp_path / "rules", _overlap_rules())
+    cfg = tmp_path / "triage.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}"\npostfix_dir = "{tmp_path}/maps"\n'
+                   f'postfix_command = "true"\npostfix_config_dir = "{config_dir()}"\n')
+    args = ["emit", "--config", str(cfg), "--install"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, (first.output, first.exception)
+    assert "installed" in first.output
+    helo = tmp_path / "maps" / "helo.pcre"
+    before = helo.stat().st_mtime_ns
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, (second.output, second.exception)
+    assert "unchanged" in second.output and "installed" not in second.output
+    assert helo.stat().st_mtime_ns == before

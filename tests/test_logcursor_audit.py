@@ -249,6 +249,8 @@ def test_scan_with_a_half_written_gz_does_not_abort(tmp_path: Path) -> None:
     _write(tmp_path / "mail.log.1.gz", gzip.compress(b"".join(_lines(50, first=500)))[:12])
     result = scan(cfg, rules=False)
     assert result.committed and result.lines == 100
+    # the scan says which file it left for later
+    assert len(result.problems) == 1 and "mail.log.1.gz" in result.problems[0]
 
 
 # -- bug 5: a file rewritten in place with the same first line ----------------------------

@@ -90,6 +90,8 @@ class ScanResult:
     proposals: ProposalReport | None = None
     pending: int = 0                                    # proposals waiting for review
     feedback: list[RuleFeedback] = field(default_factory=list)
+    # log files (or parts) not read this time, one "file: what happened" each
+    problems: list[str] = field(default_factory=list)
 
     @property
     def nothing_new(self) -> bool:
@@ -311,6 +313,7 @@ def _read_logs(inputs: Sequence[LogInput], opts: ReadOptions,
             report(ScanProgress(item.path.name, "lines", item.done_lines - item.lines,
                                 finished=True))
     result.lines, result.events, result.files = stats.lines, stats.events, stats.files
+    result.problems = list(stats.problems)
     return hosts
 
 

@@ -61,9 +61,13 @@ def emit_command(
         write_maps(out, files, postfix, sender_table)
         typer.echo(f"wrote {len(files)} maps ({len(rules)} rules) to {out}", err=True)
     if install:
-        install_and_reload(postfix, files, sender_table, reload=reload)
-        typer.echo(f"installed {len(files)} maps ({len(rules)} rules) in {cfg.postfix_dir}"
-                   + (" and reloaded Postfix" if reload else ""), err=True)
+        if install_and_reload(postfix, files, sender_table, reload=reload):
+            typer.echo(f"installed {len(files)} maps ({len(rules)} rules) in "
+                       f"{cfg.postfix_dir}" + (" and reloaded Postfix" if reload else ""),
+                       err=True)
+        else:  # nothing written: .previous still holds the set before these maps
+            typer.echo(f"the maps in {cfg.postfix_dir} are unchanged ({len(rules)} rules)"
+                       + ("; reloaded Postfix" if reload else ""), err=True)
     elif reload:
         postfix.reload()
     if out is None and not install:

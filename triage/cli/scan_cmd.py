@@ -136,7 +136,7 @@ def scan_command(
 def _scan_json(r: ScanResult) -> dict[str, Any]:
     return {"generation": r.generation, "committed": r.committed, "lines": r.lines,
             "events": r.events, "unparsed": dict(r.unparsed), "rows": r.rows, "mail": r.mail,
-            "weeks": r.weeks, "seconds": round(r.seconds, 3)}
+            "weeks": r.weeks, "seconds": round(r.seconds, 3), "problems": r.problems}
 
 
 def _proposals_json(r: ScanResult) -> dict[str, Any]:
@@ -146,6 +146,8 @@ def _proposals_json(r: ScanResult) -> dict[str, Any]:
 
 
 def _render_scan(r: ScanResult) -> None:
+    for p in r.problems:  # a damaged rotated .gz, a file gone mid-scan, a rewritten file
+        err_console.print(Text(f"triage: {p}", style="yellow"))
     if r.nothing_new:
         console.print(f"Nothing new since the last scan ({r.seconds:.2f} s).")
         return
