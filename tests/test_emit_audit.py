@@ -573,3 +573,29 @@ def test_emit_install_twice_says_unchanged(tmp_path: Path) -> None:
     assert second.exit_code == 0, (second.output, second.exception)
     assert "unchanged" in second.output and "installed" not in second.output
     assert helo.stat().st_mtime_ns == before
+
+
+@pytest.mark.postfix
+def test_trial_subdomain_does_not_shield_it_from_an_active_parent(tmp_path: Path) -> None:
+    """check_sender_access looks up sub.spam.example before spam.example and stops at the
+    first key found; a trial (WARN) line for the subdomain would end the lookup there."""
+    require_postmap()
+    rules = [Rule("R0001", RuleKind.SENDER_DOMAIN, "spam.example", state=A),
+             Rule("R0002", RuleKind.SENDER_DOMAIN, "Sub.Spam.example", state=T),
+             Rule("R0003", RuleKind.SENDER_DOMAIN, "other.example", state=T),
+             Rule("R0004", RuleKind.SENDER_DOMAIN, "spam.example.net", state=T)]
+    text = render_map(RuleKind.SENDER_DOMAIN, rules, TableType.HASH)
+    assert "# R0002 (trial) left out: Sub.Spam.example is under spam.example of active " \
+           "R0001" in text
+    path = tmp_path / "sender_domain"
+    path.write_text(text)
+    subprocess.run(["postmap", f"hash:{path}"], check=True)
+    got = query("hash", path, ["spam.example", "sub.spam.example", "other.example",
+                               "spam.example.net"])
+    assert got == {"spam.example": "REJECT 5.7.1 blocked by rule R0001",
+                   "other.example": "WARN trial rule R0003",
+                   "spam.example.net": "WARN trial rule R0004"}
+    maps = MapSet.from_rules(rules, sender_table=TableType.HASH)
+    assert maps.check(sender="a@sub.spam.example").rule_id == "R0001"
+    assert maps.check(sender="a@other.example").rule_id is None
+    assert check_maps(render_maps(rules), rules) == []
