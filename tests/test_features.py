@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from triage.features import (
+    _mine_matcher,
     add_features,
     helo_shape,
     is_random_label,
@@ -14,6 +17,7 @@ from triage.features import (
     rdns_shape,
     to_text,
 )
+from triage.ingest.received import host_matches
 
 
 def test_network_of_ipv4_and_ipv6() -> None:
@@ -98,3 +102,67 @@ def test_to_text_same_in_python_and_pandas() -> None:
     # above the distinct values done in Python, pandas does them all
     many = [f"Host{i}.Example.NET." for i in range(3000)] + values
     assert to_text(pd.Series(many, dtype=object)).tolist()[3000:] == want_list
+
+
+# --- IPv4-mapped IPv6 client addresses --------------------------------------------------
+
+def test_ipv4_mapped_address_is_treated_as_ipv4() -> None:
+    """Postfix matches a client at ::ffff:192.0.2.7 as 192.0.2.7: a mapped address that
+    reaches the features (from the log, an older history, another parser) gets the IPv4
+    network, not the "::/64" that holds every mapped address."""
+    for ip in ("::ffff:192.0.2.7", "::ffff:c000:207", "0:0:0:0:0:ffff:c000:207"):
+        assert network_of(ip) == "192.0.2.0/24", ip
+    assert network_set(["::ffff:192.0.2.7", "::ffff:198.51.100.1", "192.0.2.9"]) == {
+        "192.0.2.0/24", "198.51.100.0/24"}
+    assert network_of("::192.0.2.7") == "::/64"  # IPv4-compatible is not mapped
+    assert rdns_shape("7-2-0-192.dsl.example.net", "::ffff:192.0.2.7") == "ip_embedded"
+    df = pd.DataFrame({"client_ip": ["::FFFF:192.0.2.7", "::ffff:c633:6409", "192.0.2.8",
+                                     "2001:db8::1", None, "junk"],
+                       "client_name": ["7-2-0-192.dsl.example.net", None, None, None, None,
+                                       None]})
+    out = add_features(df)
+    assert out["client_ip"].tolist() == ["192.0.2.7", "198.51.100.9", "192.0.2.8",
+                                         "2001:db8::1", None, "junk"]
+    assert out["net"].tolist() == ["192.0.2.0/24", "198.51.100.0/24", "192.0.2.0/24",
+                                   "2001:db8::/64", None, None]
+    assert out["rdns_shape"].iloc[0] == "ip_embedded"
+
+
+# --- HELOs that claim our names: the same globs as received.host_matches --------------------
+
+@pytest.mark.parametrize(("patterns", "helo", "ours"), [
+    (["mx?.example.net"], "mx1.example.net", True),
+    (["*.example.net"], "a.mx.example.net", True),  # "*" spans dots, as in fnmatch
+    (["mx[12].example.net"], "mx2.example.net", True),
+    (["mx[12].example.net"], "mx3.example.net", False),
+    (["MX.Example.NET."], "mx.example.net", True),
+    (["mx?.example.net"], "mx1.example.net.evil.example", False),
+    (["mx.example.net"], "mx.example.net.evil.example", False),
+    (["mx.example.net"], "mxxexample.net", False),  # "." is not a wildcard
+])
+def test_helo_claiming_our_name_uses_host_matches(patterns: list[str], helo: str,
+                                                  ours: bool) -> None:
+    assert host_matches(helo, patterns) is ours
+    assert _mine_matcher(patterns, [])(helo) is ours
+    out = add_features(pd.DataFrame({"helo": [helo]}), my_hostnames=patterns)
+    assert (out["helo_shape"].iloc[0] == "ours") is ours
+
+
+_label = st.text("abmx12.-", min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.one_of(_label, st.sampled_from(["*", "?", "[12]", "[!a]", "."])),
+                         min_size=1, max_size=5).map("".join), min_size=1, max_size=3),
+       st.lists(_label, min_size=1, max_size=4).map(".".join))
+def test_mine_matcher_agrees_with_host_matches(patterns: list[str], helo: str) -> None:
+    assert _mine_matcher(patterns, [])(helo) == host_matches(helo, patterns)
+
+
+def test_helo_claiming_our_address() -> None:
+    mine = _mine_matcher([], ["192.0.2.1", "[2001:db8::25]"])
+    for helo in ("192.0.2.1", "[192.0.2.1]", "[ipv6:::ffff:192.0.2.1]", "[ipv6:2001:db8::25]",
+                 "2001:db8:0::25"):
+        assert mine(helo), helo
+    for helo in ("192.0.2.10", "[192.0.2.2]", "mx.example.net", "[ipv6:2001:db8::26]"):
+        assert not mine(helo), helo

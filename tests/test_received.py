@@ -70,18 +70,22 @@ def test_sample(value: str, expect: dict[str, object] | None) -> None:
 
 
 def _addresses_in(text: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    found = set()
+    """The addresses written in ``text``, an IPv4-mapped one also as its IPv4 address."""
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     for cand in re.findall(r"[0-9A-Fa-f:.]+", text):
         for piece in (cand, cand.strip(".:")):
             with contextlib.suppress(ValueError):
-                found.add(ipaddress.ip_address(piece))
+                addr = ipaddress.ip_address(piece)
+                found.add(addr)
+                if addr.version == 6 and addr.ipv4_mapped is not None:
+                    found.add(addr.ipv4_mapped)
     return found
 
 
 _fragments = st.sampled_from([
     "from ", " by ", " with ESMTP ", " id ", " for ", "(", ")", "[", "]", "<", ">", "; ",
     "unknown", "IPv6:", "192.0.2.1", "2001:db8::1", "198.51.100.7", " helo=", "HELO ",
-    "\n\t", "\\", "\"", "mx.example.net", "(Postfix)", ":25", "@",
+    "\n\t", "\\", "\"", "mx.example.net", "(Postfix)", ":25", "@", "::ffff:203.0.113.4",
 ])
 
 
@@ -206,3 +210,43 @@ def test_trusted_relay_without_rdns_is_followed_by_its_address() -> None:
                 "by mx.example.net (Postfix) with ESMTP id 4EEF")
     hop = trusted_hop(_hops(impostor, relay_in), ["mx.example.net"], ["203.0.113.5"])
     assert hop is not None and hop.received.ip == "198.51.100.9"
+
+
+# --- IPv4-mapped client addresses -----------------------------------------------------------
+
+@pytest.mark.parametrize("value", [
+    "from a (unknown [IPv6:::ffff:192.0.2.7]) by mx.example.net (Postfix) with ESMTP id 4M1",
+    "from a (unknown [IPv6:::FFFF:c000:207]) by mx.example.net (Postfix) with ESMTP id 4M2",
+    "from a (host.example.com [::ffff:192.0.2.7]) by relay.example.net (8.12.5/8.12.5) "
+    "with ESMTP id g5KJ8WI08701",
+    "from dhiggins ([::ffff:192.0.2.7]) (IDENT: nnzrjkx) by netc.example with esmtp",
+    "from unknown (HELO a.example) (::ffff:192.0.2.7) by mta3.example.com with SMTP",
+    "from a.example ([::ffff:192.0.2.7]:41234 helo=a.example) by mx.example.net with esmtp "
+    "(Exim 4.96) id 1qXyZa-000abc-Dk",
+], ids=["postfix", "postfix-hex", "sendmail", "ident", "qmail", "exim"])
+def test_ipv4_mapped_client_is_ipv4(value: str) -> None:
+    """Postfix logs and matches a client at ::ffff:192.0.2.7 as 192.0.2.7: so do we."""
+    got = parse_received(value)
+    assert got is not None and got.ip == "192.0.2.7"
+
+
+def test_ipv6_that_is_not_mapped_stays_ipv6() -> None:
+    got = parse_received("from a (unknown [IPv6:2001:DB8::7]) by mx.example.net (Postfix)")
+    assert got is not None and got.ip == "2001:db8::7"
+    got = parse_received("from a (unknown [IPv6:::192.0.2.7]) by mx.example.net (Postfix)")
+    assert got is not None and got.ip == "::c000:207"  # IPv4-compatible, not mapped
+
+
+def test_ipv4_mapped_loopback_and_relay_network() -> None:
+    """A content filter re-injecting over ::ffff:127.0.0.1 is loopback (internal), and a relay
+    trusted by its IPv4 network is recognised at its mapped address."""
+    mapped_filter = ("from localhost (localhost [IPv6:::ffff:127.0.0.1]) by mx.example.net "
+                     "(Postfix) with ESMTP id 4BBC")
+    hop = trusted_hop(_hops(mapped_filter, OUR_HOP, FORGED), ["mx.example.net"])
+    assert hop is not None and hop.index == 1 and hop.received.ip == "192.0.2.1"
+    relay_hop = ("from backup.example.org (unknown [IPv6:::ffff:203.0.113.5]) "
+                 "by mx.example.net (Postfix) with ESMTP id 4EEF")
+    backup_in = ("from spam.example.com (unknown [192.0.2.66]) by backup.example.org "
+                 "(Postfix) with ESMTP id 4FFG")
+    hop = trusted_hop(_hops(relay_hop, backup_in), ["mx.example.net"], ["203.0.113.0/24"])
+    assert hop is not None and hop.index == 1 and hop.received.ip == "192.0.2.66"

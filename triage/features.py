@@ -3,6 +3,8 @@
 Input is the ``mail`` table (one row per message, trusted-hop fields) or rows of the log
 tables; output adds normalised keys and shapes:
 
+- ``client_ip``: an IPv4-mapped IPv6 address (``::ffff:192.0.2.7``) as the IPv4 address,
+  which is how Postfix logs and matches such a client
 - ``net``: the client's /24 (IPv4) or /64 (IPv6) as CIDR text
 - ``client_name``: rDNS name, lower case, None when Postfix logged ``unknown``
 - ``rdns_domain`` (registered domain, offline public suffix list) and ``rdns_shape``
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from triage.ingest.address import registered_domain
+from triage.ingest.received import host_matches
 
 __all__ = [
     "RULES_DIR", "add_features", "helo_shape", "is_random_label", "network_of", "network_set",
@@ -86,6 +89,30 @@ def _to_text(series: pd.Series) -> pd.Series:
     return t.astype(object).where(t.notna(), None)
 
 
+@functools.lru_cache(maxsize=65536)
+def _as_ipv4(ip: str) -> str:
+    """``ip`` with an IPv4-mapped IPv6 address (``::ffff:192.0.2.7``, ``::ffff:c000:207``)
+    written as the IPv4 address; any other text as it is."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    mapped = addr.ipv4_mapped if addr.version == 6 else None
+    return ip if mapped is None else str(mapped)
+
+
+def _unmapped(ips: pd.Series) -> pd.Series:
+    """A column of IP address text with IPv4-mapped IPv6 addresses as IPv4 (``_as_ipv4``);
+    only values that can be one (with ``ffff:``) are parsed."""
+    s = ips.astype("string").str.lower()
+    maybe = s.str.contains("ffff:", regex=False).fillna(False).to_numpy(dtype=bool)
+    if not maybe.any():
+        return ips
+    out = ips.astype(object).copy()
+    out[maybe] = _by_unique(ips[maybe], _as_ipv4).to_numpy(dtype=object)
+    return out
+
+
 def networks(ips: pd.Series) -> pd.Series:
     """``network_of`` for a column: dotted quads by string slicing (most of any log),
     everything else through ``ipaddress`` once per distinct value."""
@@ -106,15 +133,18 @@ _DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 @functools.lru_cache(maxsize=262144)
 def network_of(ip: object, v4_prefix: int = 24, v6_prefix: int = 64) -> str | None:
-    """``192.0.2.7`` -> ``192.0.2.0/24``; IPv6 -> its /64; junk -> None."""
+    """``192.0.2.7`` -> ``192.0.2.0/24``; IPv6 -> its /64 (an IPv4-mapped one,
+    ``::ffff:192.0.2.7``, is the IPv4 address and gets its /24); junk -> None."""
     if not isinstance(ip, str) or not ip:
         return None
     if v4_prefix == 24 and _DOTTED_QUAD.fullmatch(ip):
         return ip[: ip.rindex(".")] + ".0/24"  # what ipaddress gives, without parsing twice
     try:
-        addr = ipaddress.ip_address(ip)
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(ip)
     except ValueError:
         return None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
     prefix = v4_prefix if addr.version == 4 else v6_prefix
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
@@ -156,6 +186,10 @@ def _ip_embedded(name: str, ip: str | None) -> bool:
     """The client's IPv4 octets in the name, forwards or backwards (``1-2-0-192.example``)."""
     if not ip or "." not in ip:
         return False
+    if ":" in ip:
+        ip = _as_ipv4(ip)  # "::ffff:192.0.2.7"
+        if ":" in ip:
+            return False
     octets = ip.split(".")
     numbers = re.findall(r"\d+", name)
     joined = "-".join(numbers)
@@ -215,16 +249,35 @@ def _msgid_shape(msgid: str | None, from_domain: str | None) -> str:
 
 def _mine_matcher(my_hostnames: Iterable[str], my_addresses: Iterable[str]
                   ) -> Callable[[str], bool]:
-    names = [n.lower().rstrip(".") for n in my_hostnames]
+    """Whether a HELO claims one of our names or addresses.
+
+    ``my_hostnames`` are names or shell globs, matched exactly as ``received.host_matches``
+    matches them everywhere else (case-insensitive, a trailing dot ignored, ``*`` spanning
+    dots, ``?`` and ``[...]``). ``my_addresses`` are IP addresses, claimed bare or as an
+    address literal (``[192.0.2.1]``, ``[IPv6:::ffff:192.0.2.1]``) and compared as
+    addresses."""
+    names = tuple(my_hostnames)
     addrs = {a.strip("[]").lower() for a in my_addresses}
-    exact = {n for n in names if "*" not in n} | addrs | {f"[{a}]" for a in addrs}
-    globs = [re.compile(re.escape(n).replace(r"\*", "[^.]*") + "$") for n in names if "*" in n]
+    canonical = {c for a in addrs if (c := _canonical_ip(a)) is not None}
 
     def mine(helo: str) -> bool:
-        h = helo.lower().rstrip(".")
-        return h in exact or h.strip("[]") in addrs or any(g.match(h) for g in globs)
+        bare = helo.lower().rstrip(".").strip("[]")
+        if bare in addrs or (canonical and _canonical_ip(bare) in canonical):
+            return True
+        return host_matches(helo, names)
 
     return mine
+
+
+def _canonical_ip(text: str) -> str | None:
+    """An address (``192.0.2.1``, ``ipv6:2001:db8::1``) in canonical form, an IPv4-mapped one
+    as IPv4; None for other text."""
+    if text.startswith("ipv6:"):
+        text = text[5:]
+    try:
+        return _as_ipv4(str(ipaddress.ip_address(text)))
+    except ValueError:
+        return None
 
 
 def _by_unique(values: pd.Series, fn: Callable[[str], object]) -> pd.Series:
@@ -252,7 +305,7 @@ def add_features(df: pd.DataFrame, my_hostnames: Sequence[str] = (),
         return to_text(out[name]) if name in out else pd.Series([None] * n, index=out.index,
                                                                 dtype=object)
 
-    ip = col("client_ip")
+    ip = _unmapped(col("client_ip"))
     out["client_ip"] = ip
     out["net"] = networks(ip)
     out["client_name"] = col("client_name")

@@ -16,11 +16,17 @@ a keyword and cannot tell the HELO (written by the sender) from the reverse DNS 
   ([IP]) by HOST with Microsoft SMTPSVC(...)`` and the old ``from HOST - IP by ...``.
 * fetchmail: ``from HOST [IP] by localhost with POP3 (fetchmail-x) for user (single-drop)``.
 
-The sender controls the HELO and the recipient, so the parser never reads the IP from them:
-the TCP information is the *last* address-bearing comment of the ``from`` clause (the MTA
-writes it right after the HELO), and the ``by`` clause starts at the *last* top-level ``by``
-word. A HELO such as ``for``, ``x (y [192.0.2.1]) by evil`` or ``a(b`` therefore cannot move
-the IP or the receiving host.
+The sender controls the HELO (left of the client address) and the envelope addresses (right of
+the ``by`` host: ``for <rcpt>``, Exim's ``(envelope-from <sender>)``), so the parser never
+reads the IP or the receiving host from them. The ``by`` clause is found reading from the
+*end* of the header: the first top-level ``by`` word there, with each ``<...>`` address and
+quoted string skipped whole, as Postfix quotes them (a ``"`` or ``\\`` inside a quoted local
+part is escaped), so neither a HELO nor an address can move it. The TCP information is the
+*last* address-bearing comment before that ``by`` (the MTA writes it right after the HELO),
+and only the comments the MTA writes after it say whether the hop used TLS or SMTP AUTH. A
+HELO such as ``for``, ``x (y [192.0.2.1]) by evil``, ``a(b`` or ``x (Authenticated sender:
+y)`` and a recipient such as ``<"bob+x> by evil.example"@example.net>`` therefore cannot move
+the IP, the rDNS name, the receiving host or the queue id.
 """
 
 from __future__ import annotations
@@ -100,24 +106,170 @@ _TLS_RE = re.compile(r"^using\s+(?:TLS|SSL)", re.I)
 
 @functools.lru_cache(maxsize=8192)
 def _ip(text: str) -> str | None:
-    """The canonical form of an IP address, or None if ``text`` is not one."""
+    """The canonical form of an IP address, or None if ``text`` is not one. An IPv4-mapped
+    IPv6 address (``IPv6:::ffff:192.0.2.7``) is the IPv4 address, as Postfix logs and
+    matches such a client."""
     if text.lower().startswith("ipv6:"):
         text = text[5:]
     try:
-        return str(ipaddress.ip_address(text))
+        addr = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
 
 
-_ANGLE_RE = re.compile(r"<[^<>]*>")
+def _mask(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    """``text`` with the inside of each span (an address or quoted string, delimiters
+    kept, spans apart) replaced by ``x``, so that a recipient such as ``<"x) by y
+    (z"@example.net>`` is one word without comments or keywords."""
+    pieces: list[str] = []
+    pos = 0
+    for start, end in sorted(spans):
+        pieces += (text[pos : start + 1], "x" * (end - start - 2))
+        pos = end - 1
+    pieces.append(text[pos:])
+    return "".join(pieces)
 
 
-def _mask_angles(text: str) -> str:
-    """``text`` with the inside of each ``<...>`` replaced, so that a quoted recipient such as
-    ``<"x) by y (z"@example.net>`` is one word without comments or keywords."""
-    if "<" not in text:
-        return text
-    return _ANGLE_RE.sub(lambda m: "<" + "x" * (m.end() - m.start() - 2) + ">", text)
+def _escaped(text: str, i: int) -> bool:
+    """Whether the character at ``i`` follows an odd run of backslashes."""
+    j = i
+    while j > 0 and text[j - 1] == "\\":
+        j -= 1
+    return (i - j) % 2 == 1
+
+
+# The last word "by" (between white space, parentheses and the ends of the text), and an
+# address without quotes or escapes.
+_LAST_BY_RE = re.compile(r"(?s:.*)(?<![^\s()])by(?![^\s()])", re.I)
+_PLAIN_ADDRESS_RE = re.compile(r"<[^<>]*>")
+_PARENS_RE = re.compile(r"[()]")
+
+
+def _by_clause(text: str) -> tuple[int | None, list[tuple[int, int]]]:
+    """Where the ``by`` clause starts (None without one), and the ``<...>`` addresses and
+    quoted strings of that clause (see ``_scan_from_end``).
+
+    Usually nothing after the last word ``by`` is quoted or escaped, every ``<`` there
+    pairs with a ``>`` and no parenthesis there closes a comment opened before it: that
+    word is then the one the scan stops at, found without reading the text one character
+    at a time."""
+    m = _LAST_BY_RE.match(text)
+    if m is None:
+        return None, []  # no word "by" at all, so none the scan could stop at
+    at = m.end() - 2
+    tail = text[at:]
+    # (and no backslash right before it: a "\(by" is not the word)
+    if '"' not in tail and "\\" not in text[max(at - 2, 0) :]:
+        units = [(a.start() + at, a.end() + at) for a in _PLAIN_ADDRESS_RE.finditer(tail)]
+        rest = _PLAIN_ADDRESS_RE.sub("", tail) if units else tail
+        if "<" not in rest and ">" not in rest and _closed_from_the_right(rest):
+            return at, units
+    return _scan_from_end(text)
+
+
+def _closed_from_the_right(text: str) -> bool:
+    """Whether reading ``text`` from its end, every ``(`` closes a comment that a ``)``
+    opened, ending outside any comment."""
+    if "(" not in text and ")" not in text:
+        return True
+    depth = 0
+    for c in reversed(_PARENS_RE.findall(text)):
+        if c == ")":
+            depth += 1
+        elif c == "(" and depth:
+            depth -= 1
+    return depth == 0
+
+
+def _scan_from_end(text: str, semicolon: bool = False
+                   ) -> tuple[int | None, list[tuple[int, int]]]:
+    """Where the ``by`` clause starts (None without one), and the ``<...>`` addresses and
+    quoted strings of that clause, each skipped whole. With ``semicolon``: where the
+    top-level ``;`` before the date is, read the same way.
+
+    The text is read from its end to the first top-level word ``by``: what follows that
+    word is what the MTA wrote plus envelope addresses, and an address cannot hide the word
+    or fake one, because the scan jumps from its closing ``>`` (or ``"``) to its opening
+    one, in a comment too (``(envelope-from <...>)``, or Postfix's ``(envelope-from
+    "..."@example.com)`` when built with RECEIVED_ENVELOPE_FROM). Inside a quoted string a
+    ``"`` or ``\\`` is escaped with a backslash (Postfix's quote_822_local), so the opening
+    quote is the nearest ``"`` to the left after an even run of backslashes. The HELO, left
+    of ``by``, is never read. Linear in the text: each position is looked at a bounded
+    number of times."""
+    quote_open: dict[int, int] = {}
+    angle_open: dict[int, int] = {}
+    no_quote_upto = -1  # no unescaped '"' at or below this index
+
+    def open_quote(close: int) -> int:
+        nonlocal no_quote_upto
+        if close in quote_open:
+            return quote_open[close]
+        j = text.rfind('"', no_quote_upto + 1, close)
+        while j >= 0 and _escaped(text, j):
+            j = text.rfind('"', no_quote_upto + 1, j)
+        if j < 0:
+            no_quote_upto = max(no_quote_upto, close - 1)
+        quote_open[close] = j
+        return j
+
+    def open_angle(close: int) -> int:
+        # <(?:"(?:[^"\\]|\\.)*"|[^<>"\\])*> read from its end; each position's answer
+        # is remembered, so a text full of ">" is still read once.
+        p = close - 1
+        seen: list[int] = []
+        found = -1
+        while p >= 0:
+            if p in angle_open:
+                found = angle_open[p]
+                break
+            seen.append(p)
+            c = text[p]
+            if c == "<":
+                found = p
+                break
+            if c in ">\\" or (c == '"' and (_escaped(text, p) or (p := open_quote(p)) < 0)):
+                break
+            p -= 1
+        for s in seen:
+            angle_open[s] = found
+        return found
+
+    units: list[tuple[int, int]] = []
+    depth = 0
+    end = -1  # end of the top-level word being read, -1 between words
+    i = len(text) - 1
+    while i >= 0:
+        c = text[i]
+        j = -1
+        if c == ">":
+            j = open_angle(i)
+        elif c == '"' and not _escaped(text, i):
+            j = open_quote(i)
+        if j >= 0:
+            units.append((j, i + 1))
+            if depth == 0 and end < 0:
+                end = i + 1
+            i = j - 1
+            continue
+        if semicolon and c == ";" and depth == 0:
+            return i, units
+        if c.isspace() or (c in "()" and not _escaped(text, i)):
+            if end >= 0 and not semicolon and text[i + 1 : end].lower() == "by":
+                return i + 1, units
+            end = -1
+            if c == ")":
+                depth += 1
+            elif c == "(" and depth:
+                depth -= 1
+        elif depth == 0 and end < 0:
+            end = i + 1
+        i -= 1
+    if end >= 0 and not semicolon and text[:end].lower() == "by":
+        return 0, units
+    return None, units
 
 
 _PAREN_RE = re.compile(r"\\.|[()]", re.S)
@@ -170,9 +322,18 @@ def _inner_pairs(chars: list[str], literal: set[int]) -> list[tuple[int, int]]:
 _SIMPLE_TOKEN_RE = re.compile(r"\((?:[^()]++|\([^()]*+\))*+\)|[^\s()]+|[()]")
 
 
-def _tokens(text: str) -> list[_Tok]:
-    """Words and top-level comments, with their positions."""
-    masked = _mask_angles(text)
+def _mask_angles(text: str) -> str:
+    """``text`` (a whole header) with the addresses and quoted strings of its ``by`` clause
+    masked, as the parser reads them (see ``_by_clause``)."""
+    by_at, units = _by_clause(text)
+    return text if by_at is None or not units else _mask(text, units)
+
+
+def _tokens(text: str, masked: str | None = None) -> list[_Tok]:
+    """Words and top-level comments of ``text``, with their positions, as ``masked`` (the
+    same text with some spans masked; by default ``_mask_angles``) splits them."""
+    if masked is None:
+        masked = _mask_angles(text)
     if "\\" not in masked:
         # Usually no comment is escaped and the parentheses are simple: quicker ways find
         # the same tokens.
@@ -248,14 +409,29 @@ def _split_tokens(text: str, masked: str) -> list[_Tok] | None:
 
 
 def _split_date(text: str) -> tuple[str, datetime | None]:
-    """Split ``clauses; date`` at the last semicolon that is followed by a date."""
-    head, sep, tail = text.rpartition(";")
-    if not sep:
+    """Split ``clauses; date`` at the last top-level semicolon (not in a comment, an address
+    or a quoted string: an envelope address after the date may hold one) when a date
+    follows it."""
+    at = _date_semicolon(text)
+    if at is None:
         return text, None
+    tail = text[at + 1 :]
     when = _parse_date(tail)
     if when is None and _BY_FROM_RE.search(tail):
         return text, None
-    return head, when
+    return text[:at], when
+
+
+def _date_semicolon(text: str) -> int | None:
+    """The last top-level ``;`` (see ``_scan_from_end``): usually simply the last one."""
+    at = text.rfind(";")
+    if at < 0:
+        return None
+    tail = text[at + 1 :]
+    if ('"' not in tail and "<" not in tail and ">" not in tail and "\\" not in tail
+            and _closed_from_the_right(tail)):
+        return at
+    return _scan_from_end(text, semicolon=True)[0]
 
 
 _BY_FROM_RE = re.compile(r"\b(?:by|from)\b")
@@ -348,27 +524,28 @@ def _clauses(clauses: str) -> _Clauses | None:
     """The fields of a Received header before its date: (helo, rdns, ip, by, queue_id,
     protocol, for_addr, software, tls, authenticated); None without a from or by clause.
     Cached: hops without a queue id (fetchmail, local pickup) repeat word for word."""
-    toks = _tokens(clauses)
-    by_i = _last_word(toks, "by")
-    from_i = 0 if toks and toks[0][0] == "word" and toks[0][1].lower() == "from" else None
-    if by_i is None and from_i is None:
+    by_at, units = _by_clause(clauses)
+    # The from clause is not masked: a "<" or '"' in the HELO must not pair with one that
+    # the MTA (or a client certificate's CN) wrote further on and hide the client address.
+    head = clauses if by_at is None else clauses[:by_at]
+    toks = _tokens(head, head)
+    has_from = bool(toks) and toks[0][_KIND] == "word" and toks[0][_TEXT].lower() == "from"
+    if by_at is None and not has_from:
         return None
-    from_toks = toks[1 : by_i if by_i is not None else len(toks)] if from_i is not None else []
-    by_toks = toks[by_i + 1 :] if by_i is not None else []
+    by_toks: list[_Tok] = []
+    if by_at is not None:
+        tail = clauses[by_at:]
+        by_toks = _tokens(tail, _mask(tail, [(a - by_at, b - by_at) for a, b in units]))[1:]
     fields = _read_by(by_toks)
-    helo, rdns, ip, tls, auth = _read_from(clauses, from_toks, fields)
+    helo, rdns, ip, tls, auth = _read_from(clauses, toks[1:] if has_from else [], fields)
     get = fields.get
     protocol = get("with")
     return (helo, rdns, ip, get("by"), get("id"), protocol, get("for"), get("software"),
             tls or _tls_protocol(protocol), auth)
 
 
-def _last_word(toks: Sequence[_Tok], word: str) -> int | None:
-    for i in range(len(toks) - 1, -1, -1):
-        kind, text, _, _ = toks[i]
-        if kind == "word" and text.lower() == word:
-            return i
-    return None
+# RFC 3848 and RFC 6531 protocol names for a client that authenticated (SMTP AUTH).
+_AUTH_PROTOCOL_RE = re.compile(r"(?:ESMTP|LMTP|UTF8SMTP|UTF8LMTP)S?A", re.I)
 
 
 def _tls_protocol(proto: str | None) -> bool:
@@ -419,25 +596,26 @@ def _read_from(
     """(helo, rdns, ip, tls, authenticated sender) from the ``from`` clause tokens."""
     if not toks:
         return None, None, None, False, None
-    tls = qmail_helo = False
-    auth = None
-    for kind, comment, _, _ in toks:
-        if kind == "comment":
-            tls = tls or _TLS_RE.match(comment) is not None
-            if auth is None and (m := _AUTH_RE.match(comment)):
-                auth = m.group("who").strip()
-            qmail_helo = qmail_helo or _QMAIL_HELO_RE.match(comment) is not None
+    qmail_helo = any(kind == "comment" and _QMAIL_HELO_RE.match(comment) is not None
+                     for kind, comment, _, _ in toks)
     software = (by.get("comments", "") + " " + by.get("with", "")).lower()
     exim = "exim" in software
     qmail = "qmail" in software or qmail_helo
+    if exim:
+        # Exim writes the client right after "from": "RDNS ([IP]:PORT helo=HELO)" or "[IP]
+        # (helo=HELO)". The HELO is inside that comment, so a comment after it is the
+        # client's text (a HELO such as "x) (y [192.0.2.1]").
+        toks = toks[:2]
     first = toks[0][_START]
-    for tok in reversed(toks):
-        if tok[_KIND] != "comment" or tok is toks[0]:
+    for n in range(len(toks) - 1, 0, -1):
+        tok = toks[n]
+        if tok[_KIND] != "comment":
             continue
         m = _TCP_INFO_RE.match(tok[_TEXT])
         if m and _ip(m.group("ip")):
             before = text[first : tok[_START]].strip() or None
             ip = _ip(m.group("ip"))
+            tls, auth = _session_comments(toks[n + 1 :], by.get("with"))
             if m.group("rdns") or not exim:
                 return before, _rdns(m.group("rdns")), ip, tls, auth
             helo_m = _EXIM_HELO_RE.search(m.group("rest"))
@@ -447,8 +625,26 @@ def _read_from(
         if m and _ip(m.group("ip")):
             # Only qmail writes "user@IP" in this comment.
             qmail = qmail or "@" in tok[_TEXT]
-            return (*_qmail_or_ms(text, toks, tok, qmail), _ip(m.group("ip")), tls, auth)
-    return (*_bare_address(toks), tls, auth)
+            return (*_qmail_or_ms(text, toks, tok, qmail), _ip(m.group("ip")),
+                    *_session_comments(toks[n + 1 :], by.get("with")))
+    return (*_bare_address(toks), False, None)
+
+
+def _session_comments(toks: Sequence[_Tok], protocol: str | None) -> tuple[bool, str | None]:
+    """(tls, authenticated sender) from the comments after the client address: where Postfix
+    writes ``(using TLS...)`` and ``(Authenticated sender: NAME)``; the HELO, before the
+    address, is the client's text. The sender counts only with a protocol that says the
+    client authenticated (``ESMTPA``, ``ESMTPSA``, ``LMTPA`` ..., RFC 3848), as Postfix
+    writes it."""
+    tls = False
+    auth = None
+    authenticated = protocol is not None and _AUTH_PROTOCOL_RE.fullmatch(protocol) is not None
+    for kind, comment, _, _ in toks:
+        if kind == "comment":
+            tls = tls or _TLS_RE.match(comment) is not None
+            if auth is None and authenticated and (m := _AUTH_RE.match(comment)):
+                auth = m.group("who").strip()
+    return tls, auth
 
 
 def _rdns(name: str | None) -> str | None:
@@ -581,6 +777,7 @@ def trusted_hop(
     trusted_relays: Sequence[str] = (),
     *,
     texts: Sequence[str] | None = None,
+    screen: bool = True,
 ) -> TrustedHop | None:
     """Find the hop whose client data can be trusted.
 
@@ -593,19 +790,36 @@ def trusted_hop(
     ``texts``, the header values ``hops`` were parsed from (same order), let the walk skip
     headers whose text cannot hold the ``by`` host it looks for, without parsing them when
     ``hops`` parses lazily: one of our host names above the topmost of ours, and one of ours,
-    a relay, localhost or the client's name right below an internal hop.
+    a relay, localhost or the client's name right below an internal hop (``screen=False``
+    parses them all: the same result, slower). A header above the topmost of ours that cannot
+    be parsed but whose text may name one of our hosts ends the walk with no trusted hop:
+    it may be our own header, made unreadable by what a sender put in it, and the next one of
+    ours below it could be one the sender wrote.
     """
     # Index access only: ``hops`` may parse lazily (see mailtable), and the walk rarely
     # needs more than the top few headers.
     mine = tuple(my_hostnames)
     ours: Callable[[str], bool] = _anything
     chain: Callable[[str], bool] = _anything
+    may_be_ours: Callable[[str], bool] = _nothing
     if texts is None:
         texts = [""] * len(hops)  # unknown: any header may name any host
     else:
-        ours, chain = _screens(mine, tuple(trusted_relays))
-    start = next((i for i in range(len(hops)) if ours(texts[i])
-                  and (h := hops[i]) is not None and host_matches(h.by, mine)), None)
+        may_be_ours = _screens(mine, tuple(trusted_relays))[0]
+        if screen:
+            ours, chain = _screens(mine, tuple(trusted_relays))
+    start = None
+    for i in range(len(hops)):
+        if not ours(texts[i]):
+            continue
+        h = hops[i]
+        if h is None:
+            if may_be_ours(texts[i]):
+                return None  # fail safe (see above)
+            continue
+        if host_matches(h.by, mine):
+            start = i
+            break
     if start is None:
         return None
     i = start
