@@ -168,3 +168,61 @@ def test_a_message_without_x_mailer_is_not_x_mailer_nan() -> None:
     hits = match(cands.assign(cand=range(len(cands))), table)
     assert hits.empty
     assert refused([to_rule(RuleKind.HEADER.value, r"^X-Mailer:\s*nan\s*$")], table).isna().all()
+
+
+def test_ipv4_mapped_ham_is_hit_by_an_ipv4_network_rule() -> None:
+    # Postfix logs and matches an IPv4-mapped client as IPv4: a ham recorded as
+    # ::ffff:192.0.2.7 (either spelling) is refused by 192.0.2.0/24
+    import ipaddress
+
+    from triage.backtest import confirm_no_ham, in_networks, permitted
+
+    ham = add_features(frame([
+        row("ham", 0, "::ffff:c000:207", None, "mail.good.example", "a@good.example"),
+        row("ham", 1, "::ffff:192.0.2.8", None, "mail.good.example", "a@good.example"),
+        row("ham", 2, "2001:db8::7", None, "mail.good.example", "a@good.example"),
+    ]))
+    rule = to_rule(RuleKind.CLIENT_CIDR.value, "192.0.2.0/24", "R0001")
+    assert confirm_no_ham([rule], ham) == {"R0001"}
+    assert refused([rule], ham).tolist() == ["R0001", "R0001", None]
+    cands = pd.DataFrame([{"kind": RuleKind.CLIENT_CIDR.value, "key": "192.0.2.0/24",
+                           "anchor": None},
+                          {"kind": RuleKind.CLIENT_CIDR.value, "key": "192.0.2.8/32",
+                           "anchor": None},
+                          {"kind": RuleKind.CLIENT_CIDR.value, "key": "2001:db8::/64",
+                           "anchor": None}])
+    hits = match(cands.assign(cand=range(len(cands))), ham)
+    assert sorted(zip(hits["cand"].tolist(), hits["row"].tolist(), strict=True)) == \
+        [(0, 0), (0, 1), (1, 1), (2, 2)]
+    out, _ = summarise(cands, ham.iloc[:0], ham)
+    assert out["ham_hits"].tolist() == [2, 1, 1]
+    nets = (ipaddress.ip_network("192.0.2.0/28"),)
+    assert in_networks(ham["client_ip"], nets).tolist() == [True, True, False]
+    assert refused([rule], ham, mynetworks=nets).isna().all()
+    loop = add_features(frame([row("ham", 0, "::ffff:127.0.0.1", None, "localhost",
+                                   "a@good.example")]))
+    assert permitted(loop).tolist() == [True]
+
+
+def test_a_candidate_key_the_emitter_refuses_matches_nothing() -> None:
+    # a U-label sender domain (history from before domains were made ASCII) and an
+    # IPv4-mapped network: the emitter could never write either, so neither refuses
+    # anything, and the backtest does not stop
+    table = add_features(frame([
+        row("spam", 1, "::ffff:192.0.2.9", None, "x.example.net", "a@bücher.example"),
+        row("spam", 2, "192.0.2.10", None, "x.example.net", "b@xn--bcher-kva.example"),
+    ]))
+    cands = pd.DataFrame([
+        {"kind": RuleKind.SENDER_DOMAIN.value, "key": "bücher.example",
+         "anchor": "bücher.example"},
+        {"kind": RuleKind.CLIENT_CIDR.value, "key": "::ffff:192.0.2.0/120", "anchor": None},
+        {"kind": RuleKind.SENDER_DOMAIN.value, "key": "xn--bcher-kva.example",
+         "anchor": "xn--bcher-kva.example"},
+    ])
+    out, hits = summarise(cands, table, table.iloc[:0])
+    # the U-label sender (stored before domains were made ASCII) is looked up as its
+    # A-label, the form of every sender domain key
+    assert out["spam_hits"].tolist() == [0, 0, 2]
+    assert set(hits["cand"].tolist()) == {2}
+    assert refused([to_rule(RuleKind.SENDER_DOMAIN.value, "xn--bcher-kva.example")],
+                   table).tolist() == ["R0000", "R0000"]

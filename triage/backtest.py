@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
@@ -27,11 +28,12 @@ import pandas as pd
 from triage.emit.postfix import Hit, MapSet, Verdict, render_line, sender_lookup_keys
 from triage.emit.tables import Table, parse_table
 from triage.features import to_text
-from triage.generalise import subject_probe
+from triage.generalise import key_error, subject_probe
+from triage.ingest.address import ascii_domain, client_address
 from triage.model import Rule, RuleKind, RuleState
 
-__all__ = ["LOG_ROW_COLUMNS", "confirm_no_ham", "in_networks", "log_rows", "match", "permitted",
-           "refused", "summarise", "to_rule"]
+__all__ = ["LOG_ROW_COLUMNS", "client_address", "confirm_no_ham", "header_column", "header_line",
+           "in_networks", "log_rows", "match", "permitted", "refused", "summarise", "to_rule"]
 
 Progress = Callable[[str], None]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -49,14 +51,18 @@ def _table_for(kind: str, key: str) -> Table:
 
 
 class _Tables:
-    """Candidate maps built on first use: most candidates never meet a value to confirm."""
+    """Candidate maps built on first use: most candidates never meet a value to confirm.
+    A candidate whose key the emitter refuses (``generalise.key_error``) has no map: it
+    matches nothing, as a rule that can never be written refuses nothing."""
 
     def __init__(self, cands: pd.DataFrame) -> None:
         self._keys = list(zip(cands["kind"], cands["key"], strict=True))
 
-    def __getitem__(self, i: int) -> Table:
-        kind, key = self._keys[i]
-        return _table_for(str(kind), str(key))
+    def __getitem__(self, i: int) -> Table | None:
+        kind, key = str(self._keys[i][0]), str(self._keys[i][1])
+        if key_error(kind, key) is not None:
+            return None
+        return _table_for(kind, key)
 
 
 def _tables(cands: pd.DataFrame) -> _Tables:
@@ -116,8 +122,13 @@ def _domain_probes(values: pd.Series) -> Probes:
 def _confirm(pairs: Pairs, tables: _Tables, lookup_keys: Callable[[str], list[str]]
              ) -> Pairs:
     """Keep the (cand, value) pairs the matcher says match (each pair once)."""
-    return [(c, v) for c, v in dict.fromkeys(pairs)
-            if any(tables[c].lookup(k) is not None for k in lookup_keys(str(v)))]
+    out: Pairs = []
+    for c, v in dict.fromkeys(pairs):
+        table = tables[c]
+        if table is not None and any(table.lookup(k) is not None
+                                     for k in lookup_keys(str(v))):
+            out.append((c, v))
+    return out
 
 
 def _anchored_hits(cands: pd.DataFrame, tables: _Tables, column: pd.Series,
@@ -172,28 +183,73 @@ def _ipv4_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ok_np, ints
 
 
+def _client_addresses(ips: pd.Series) -> pd.Series:
+    """``client_address`` of each value (once per distinct value); non-text values kept."""
+    codes, uniq = pd.factorize(ips, use_na_sentinel=True)
+    if not any(isinstance(u, str) and ":" in u for u in uniq):
+        return ips
+    conv = [client_address(u) if isinstance(u, str) else u for u in uniq]
+    return pd.Series([conv[c] if c >= 0 else None for c in codes], index=ips.index,
+                     dtype=object)
+
+
+def _ascii_sender(address: str) -> str:
+    """``address`` with its domain in ASCII (``address.ascii_domain``), as sender domain
+    keys are written: an address stored before domains were made ASCII
+    (``x@bücher.example``) is looked up as ``x@xn--bcher-kva.example``."""
+    if address.isascii():
+        return address
+    local, at, domain = address.rpartition("@")
+    ascii_form = ascii_domain(domain) if at else None
+    return f"{local}@{ascii_form}" if ascii_form else address
+
+
+def _ascii_senders(values: pd.Series) -> pd.Series:
+    """``_ascii_sender`` of each text value of ``values`` (the same Series when all are
+    ASCII, as they are in any table written since)."""
+    codes, uniq = pd.factorize(values, use_na_sentinel=True)
+    if all(not isinstance(u, str) or u.isascii() for u in uniq):
+        return values
+    conv = [_ascii_sender(u) if isinstance(u, str) else u for u in uniq]
+    return pd.Series([conv[c] if c >= 0 else None for c in codes], index=values.index,
+                     dtype=object)
+
+
+def _network(kind: str, key: str) -> IPNetwork | None:
+    """The network of a client_cidr candidate, None when the emitter refuses its key."""
+    if key_error(kind, key) is not None:
+        return None
+    return ipaddress.ip_network(key, strict=False)
+
+
 def _ip_hits(cands: pd.DataFrame, tables: _Tables, ips: pd.Series) -> pd.DataFrame:
     """Rows whose client address lies in a candidate network: per prefix length one integer
-    mask and one index lookup, then the matcher confirms each (network, address) pair."""
+    mask and one index lookup, then the matcher confirms each (network, address) pair.
+    Addresses are looked up as Postfix does (``client_address``: IPv4-mapped as IPv4)."""
     uniq = np.asarray(pd.unique(ips.dropna()), dtype=object)
-    nets = [ipaddress.ip_network(k) for k in cands["key"]]
+    canon = np.asarray([client_address(v) if isinstance(v, str) else v for v in uniq],
+                       dtype=object)
+    nets = [_network(str(k), str(key)) for k, key in zip(cands["kind"], cands["key"],
+                                                          strict=True)]
     cand_ids = cands["cand"].to_numpy()
     out_c: list[np.ndarray] = []
     out_v: list[np.ndarray] = []
-    is4, ints = _ipv4_ints(uniq)
-    for length in sorted({n.prefixlen for n in nets if n.version == 4}):
-        sel = [i for i, n in enumerate(nets) if n.version == 4 and n.prefixlen == length]
-        index = pd.Index([int(nets[i].network_address) for i in sel], dtype="uint64")
+    is4, ints = _ipv4_ints(canon)
+    v4 = [(i, n) for i, n in enumerate(nets) if n is not None and n.version == 4]
+    for length in sorted({n.prefixlen for _, n in v4}):
+        sel = [i for i, n in v4 if n.prefixlen == length]
+        index = pd.Index([int(n.network_address) for _, n in v4 if n.prefixlen == length],
+                         dtype="uint64")
         mask = np.uint64(((1 << length) - 1) << (32 - length))
         pos = index.get_indexer(pd.Index(ints & mask))
         hit = is4 & (pos >= 0)
         out_c.append(cand_ids[np.array(sel)[pos[hit]]])
         out_v.append(uniq[hit])
-    v6 = [(i, n) for i, n in enumerate(nets) if n.version == 6]
+    v6 = [(i, n) for i, n in enumerate(nets) if n is not None and n.version == 6]
     if v6:
-        for s in uniq[~is4]:
+        for s, c in zip(uniq[~is4], canon[~is4], strict=True):
             try:
-                a = ipaddress.ip_address(s)
+                a = ipaddress.ip_address(c)
             except ValueError:
                 continue
             for i, n in v6:
@@ -202,7 +258,7 @@ def _ip_hits(cands: pd.DataFrame, tables: _Tables, ips: pd.Series) -> pd.DataFra
                     out_v.append(np.array([s], dtype=object))
     pairs: Pairs = list(zip(np.concatenate(out_c).tolist() if out_c else [],
                             np.concatenate(out_v).tolist() if out_v else [], strict=True))
-    return _value_rows(ips, _confirm(pairs, tables, lambda v: [v]))
+    return _value_rows(ips, _confirm(pairs, tables, lambda v: [client_address(v)]))
 
 
 def match(cands: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
@@ -238,38 +294,20 @@ def _kind_hits(kind: RuleKind, cands: pd.DataFrame, tables: _Tables,
         probes = pd.concat([_suffix_probes(col), _literal_probes(col)], ignore_index=True)
         return _anchored_hits(cands, tables, col, probes, lambda v: [v])
     if kind is RuleKind.SENDER_DOMAIN:
-        col = table["envelope_sender"]
+        col = _ascii_senders(table["envelope_sender"])
         return _anchored_hits(cands, tables, col, _domain_probes(col), sender_lookup_keys)
     parts = []
-    if "from_address" in table:
-        col = table["from_address"].map(lambda a: f"From: {a}" if isinstance(a, str) else None)
-        dom = table["from_address"].map(lambda a: a.rpartition("@")[2]
-                                        if isinstance(a, str) else None)
-        probes = _suffix_probes(dom, "from:").rename(columns={"value": "domain"}).merge(
-            pd.DataFrame({"value": col, "domain": dom}).dropna().drop_duplicates(),
-            on="domain")[["value", "probe"]]
-        parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
-    if "x_mailer" in table:
-        raw = table["x_mailer"].map(lambda m: m.strip() if isinstance(m, str) else None)
-        # a missing value may come back from map() as NaN (pandas' string inference), which
-        # is truthy: test for text, or "X-Mailer: nan" would be matched
-        col = raw.map(lambda m: f"X-Mailer: {m}" if isinstance(m, str) and m else None)
-        probes = pd.DataFrame({"value": col, "probe": "x-mailer:" + raw.str.lower()}).dropna() \
-            .drop_duplicates()
-        parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
-    if "subject" in table:
-        col = table["subject"].map(subject_line)
-        probes = pd.DataFrame({"value": col, "probe": table["subject"].map(subject_probe)}) \
-            .dropna().drop_duplicates()
-        parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
-    if "message_id" in table:
-        col = table["message_id"].map(message_id_line)
-        dom = table["message_id"].map(lambda m: m.strip().strip("<>").rpartition("@")[2]
-                                      if isinstance(m, str) and "@" in m else None)
-        probes = _suffix_probes(dom, "message-id:").rename(columns={"value": "domain"}).merge(
-            pd.DataFrame({"value": col, "domain": dom}).dropna().drop_duplicates(),
-            on="domain")[["value", "probe"]]
-        parts.append(_anchored_hits(cands, tables, col, probes, lambda v: [v]))
+    for header, probes_of in _HEADER_PROBES.items():
+        lines = header_column(table, header)
+        if lines is None:
+            continue
+        vals: list[object] = []
+        line_probes: list[str] = []
+        for line in lines.dropna().drop_duplicates().tolist():
+            for p in probes_of(str(line)):
+                vals.append(line)
+                line_probes.append(p)
+        parts.append(_anchored_hits(cands, tables, lines, (vals, line_probes), lambda v: [v]))
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
@@ -436,6 +474,18 @@ def _text(v: object) -> str | None:
     return v if isinstance(v, str) and v else None
 
 
+def from_line(address: object) -> str | None:
+    """A From header line rebuilt from a ``mail`` row's From address (rows stored before
+    the raw ``from_header`` column existed)."""
+    return f"From: {address}" if _text(address) else None
+
+
+def x_mailer_line(mailer: object) -> str | None:
+    """The X-Mailer header line for a ``mail`` row's (decoded) X-Mailer."""
+    m = _text(mailer)
+    return f"X-Mailer: {m.strip()}" if m and m.strip() else None
+
+
 def subject_line(subject: object) -> str | None:
     """The Subject header line header_checks sees for a ``mail`` row's subject."""
     return f"Subject: {subject}" if _text(subject) else None
@@ -447,20 +497,87 @@ def message_id_line(message_id: object) -> str | None:
     return f"Message-ID: <{mid.strip().strip('<>')}>" if mid else None
 
 
+# The header lines replayed for a ``mail`` row, by header name: the raw header column
+# (``mailtable.raw_header``, what header_checks matches: display names, comments, every
+# address, encoded words) and, for a row without it (history stored before that column),
+# the decoded column and the line rebuilt from it.
+_HEADER_SOURCES: dict[str, tuple[str, str, Callable[[object], str | None]]] = {
+    "From": ("from_header", "from_address", from_line),
+    "X-Mailer": ("x_mailer_header", "x_mailer", x_mailer_line),
+    "Subject": ("subject_header", "subject", subject_line),
+    "Message-ID": ("message_id_header", "message_id", message_id_line),
+}
+
+
+def header_line(name: str, raw: object, decoded: object) -> str | None:
+    """The header line ``name`` of one ``mail`` row: ``Name: raw`` when the row has the raw
+    value, else the line rebuilt from the decoded value."""
+    if isinstance(raw, str):
+        return f"{name}: {raw}"
+    return _HEADER_SOURCES[name][2](decoded)
+
+
+def header_column(table: pd.DataFrame, name: str) -> pd.Series | None:
+    """``header_line`` for every row of ``table`` (None where the row has no such header);
+    None when ``table`` has neither column (log rows)."""
+    raw_col, col, rebuild = _HEADER_SOURCES[name]
+    if raw_col not in table and col not in table:
+        return None
+    n = len(table)
+    raw = table[raw_col].astype(object) if raw_col in table else pd.Series(
+        [None] * n, index=table.index, dtype=object)
+    dec = table[col].astype(object) if col in table else pd.Series(
+        [None] * n, index=table.index, dtype=object)
+    return pd.Series([f"{name}: {r}" if isinstance(r, str) else rebuild(d)
+                      for r, d in zip(raw.tolist(), dec.tolist(), strict=True)],
+                     index=table.index, dtype=object)
+
+
+_RUN_RE = re.compile(r"[a-z0-9.-]+")
+_MSGID_RHS_RE = re.compile(r"Message-ID:\s*<[^<>@]*@([^<>@]*)>", re.I)
+
+
+def _from_probes(line: str) -> list[str]:
+    """``from:`` and each name a From key can be anchored on in ``line``. The key
+    (``generalise.header_candidates``) is an LDH domain after ``@`` or ``.`` and before
+    ``>``, white space or the end: a dot-suffix of a maximal run of LDH characters."""
+    return ["from:" + p for run in _RUN_RE.findall(line.lower())
+            for p in _suffixes_of([run])[1]]
+
+
+def _x_mailer_probes(line: str) -> list[str]:
+    return ["x-mailer:" + line.partition(":")[2].strip().lower()]
+
+
+def _subject_probes(line: str) -> list[str]:
+    probe = subject_probe(line.partition(":")[2])
+    return [probe] if probe else []
+
+
+def _message_id_probes(line: str) -> list[str]:
+    """``message-id:`` and each parent domain of the right-hand side the Message-ID key
+    (``generalise.message_id_key``) reads: after the first ``<`` and ``@``, up to ``>``."""
+    m = _MSGID_RHS_RE.match(line)
+    return _suffixes_of([m.group(1)], "message-id:")[1] if m else []
+
+
+_HEADER_PROBES: dict[str, Callable[[str], list[str]]] = {
+    "From": _from_probes, "X-Mailer": _x_mailer_probes, "Subject": _subject_probes,
+    "Message-ID": _message_id_probes,
+}
+
+
 def check_row(maps: MapSet, row: pd.Series) -> Verdict:
-    """``MapSet.check`` for one featured row (headers rebuilt from From and X-Mailer)."""
+    """``MapSet.check`` for one featured row (header lines as ``header_line`` makes them)."""
     headers = []
-    if _text(row.get("from_address")):
-        headers.append(f"From: {row['from_address']}")
-    if _text(row.get("x_mailer")):
-        headers.append(f"X-Mailer: {str(row['x_mailer']).strip()}")
-    for line in (subject_line(row.get("subject")), message_id_line(row.get("message_id"))):
+    for name, (raw_col, col, _) in _HEADER_SOURCES.items():
+        line = header_line(name, row.get(raw_col), row.get(col))
         if line:
             headers.append(line)
     sender = row.get("envelope_sender")
-    return maps.check(client_ip=_text(row.get("client_ip")),
+    return maps.check(client_ip=client_address(_text(row.get("client_ip"))),
                       client_name=_text(row.get("client_name")), helo=_text(row.get("helo")),
-                      sender=sender if isinstance(sender, str) else None,
+                      sender=_ascii_sender(sender) if isinstance(sender, str) else None,
                       headers=headers)
 
 
@@ -472,7 +589,7 @@ def permitted(table: pd.DataFrame, mynetworks: Sequence[IPNetwork] = ()) -> np.n
     map is asked."""
     ok = np.zeros(len(table), dtype=bool)
     if "client_ip" in table:
-        ip = table["client_ip"].astype(object)
+        ip = _client_addresses(table["client_ip"].astype(object))
         ok |= np.array([isinstance(v, str) and (v.startswith("127.") or v == "::1")
                         for v in ip], dtype=bool)
         if mynetworks:
@@ -497,6 +614,8 @@ def in_networks(ips: pd.Series, networks: Sequence[IPNetwork]) -> np.ndarray:
             a = ipaddress.ip_address(str(v).strip("[]"))
         except ValueError:
             return False
+        if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+            a = a.ipv4_mapped  # as Postfix sees the client (see client_address)
         return any(a.version == n.version and a in n for n in networks)
 
     flags = np.array([inside(v) for v in uniq] + [False], dtype=bool)
@@ -539,7 +658,7 @@ def refused(rules: Sequence[Rule], table: pd.DataFrame, *,
 
     steps: list[pd.Series] = []   # smtpd restrictions, in main.cf order
     headers: list[pd.Series] = []  # header_checks (cleanup), after them
-    ip, name = col("client_ip"), col("client_name")
+    ip, name = _client_addresses(col("client_ip")), col("client_name")
     for kind in (RuleKind.CLIENT_CIDR, RuleKind.CLIENT_NAME):
         if kind in present:
             pair = pd.Series(list(zip(name, ip, strict=True)), index=table.index)
@@ -548,15 +667,14 @@ def refused(rules: Sequence[Rule], table: pd.DataFrame, *,
     if RuleKind.HELO in present:
         steps.append(_field_ids(col("helo"), lambda h: maps.lookup(RuleKind.HELO, [str(h)])))
     if RuleKind.SENDER_DOMAIN in present:
-        steps.append(_field_ids(col("envelope_sender"), lambda a: maps.lookup(
+        steps.append(_field_ids(_ascii_senders(col("envelope_sender")), lambda a: maps.lookup(
             RuleKind.SENDER_DOMAIN, sender_lookup_keys(str(a)))))
     if RuleKind.HEADER in present:
-        frm = col("from_address").map(lambda a: f"From: {a}" if a else None)
-        xm = col("x_mailer").map(lambda m: f"X-Mailer: {str(m).strip()}" if m else None)
-        subj = col("subject").map(subject_line)
-        mid = col("message_id").map(message_id_line)
-        for lines in (frm, xm, subj, mid):
-            headers.append(_field_ids(lines, lambda h: maps.lookup(RuleKind.HEADER, [str(h)])))
+        for header in _HEADER_SOURCES:
+            lines = header_column(table, header)
+            if lines is not None:
+                headers.append(_field_ids(lines, lambda h: maps.lookup(RuleKind.HEADER,
+                                                                       [str(h)])))
     out = none
     for ids in steps:
         out = out.where(out.notna(), ids)

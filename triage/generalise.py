@@ -6,11 +6,14 @@ returns a candidate table: ``kind`` (``RuleKind`` value), ``key`` (in the kind's
 it to find the few values a key can match), ``generaliser`` and ``sources`` (distinct spam
 hosts behind it). A candidate never contains known ham: CIDR blocks stop growing before a ham
 address, regexes are tested against every ham name of their domain, domains in the shield or
-the allowlist and public suffixes are refused.
+the allowlist and public suffixes are refused. A key the emitter would refuse to write
+(``emit.postfix.validate_key``: say a sender domain that is not an LDH name) is never a
+candidate.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -20,16 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from triage.emit.postfix import pcre_literal
+from triage.emit.postfix import pcre_literal, validate_key
+from triage.errors import RuleError
 from triage.features import is_random_label, rdns_shape
-from triage.ingest.address import registered_domain
+from triage.ingest.address import client_address, registered_domain
 from triage.model import RuleKind
 from triage.shield import Shield
 
 __all__ = [
-    "CANDIDATE_COLUMNS", "Limits", "cidr_candidates", "header_candidates", "helo_candidates",
-    "message_id_domain", "message_id_key", "name_pattern", "rdns_candidates",
-    "sender_candidates", "subject_key", "subject_probe",
+    "CANDIDATE_COLUMNS", "Limits", "cidr_candidates", "header_candidates", "header_values",
+    "helo_candidates", "key_error", "message_id_domain", "message_id_key", "name_pattern",
+    "rdns_candidates", "sender_candidates", "subject_key", "subject_probe",
 ]
 
 CANDIDATE_COLUMNS = ["kind", "key", "anchor", "generaliser", "sources"]
@@ -54,8 +58,21 @@ class Limits:
     message_id_rules: bool = False
 
 
+@functools.lru_cache(maxsize=65536)
+def key_error(kind: str, key: str) -> str | None:
+    """Why the emitter would refuse ``key`` as a ``kind`` rule (``validate_key``), or None."""
+    try:
+        validate_key(RuleKind(kind), key)
+    except (RuleError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 def _frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=CANDIDATE_COLUMNS)
+    """The candidate table of ``rows``, less any whose key the emitter would refuse (such a
+    rule could never be written, and the backtest could not replay it)."""
+    return pd.DataFrame([r for r in rows if key_error(str(r["kind"]), str(r["key"])) is None],
+                        columns=CANDIDATE_COLUMNS)
 
 
 def _cols(df: pd.DataFrame, *names: str) -> pd.DataFrame:
@@ -98,8 +115,11 @@ def cidr_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limits(
     address and, beyond a single host, at least ``min_sources`` distinct spam addresses.
     The widest network reached (bounded by ``v4_widest``/``v6_widest``) is the candidate.
     """
-    counts = spam["client_ip"].dropna().value_counts()
-    counts = counts[~counts.index.isin(shield.ham_ips)]
+    # addresses as Postfix matches them: an IPv4-mapped address is the IPv4 address
+    ips = spam["client_ip"].dropna()
+    counts = ips.map(lambda v: client_address(v) if isinstance(v, str) else v).value_counts()
+    ham_ips = {client_address(v) if isinstance(v, str) else v for v in shield.ham_ips}
+    counts = counts[~counts.index.isin(ham_ips)]
     if shield.own_networks:
         # Our own networks are permitted before any map: spam from them is no evidence,
         # and a block growing towards one stops at its first address (aligned blocks nest).
@@ -108,7 +128,7 @@ def cidr_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limits(
         return _frame([])
     spam_ips = list(counts.index)
     s_int, s_ver = _ip_ints(spam_ips)
-    h_int, h_ver = _ip_ints(sorted(shield.ham_ips)
+    h_int, h_ver = _ip_ints(sorted(ham_ips)
                             + [str(n.network_address) for n in shield.own_networks])
     rows = []
     for version, bits, narrow, wide in ((4, 32, 32, limits.v4_widest),
@@ -382,20 +402,41 @@ def message_id_key(domain: str) -> str:
     return rf"^Message-ID:\s*<[^<>@]*@([^<>@]*\.)?{dom}>"
 
 
+def header_values(df: pd.DataFrame, raw: str, decoded: str) -> pd.Series | None:
+    """A header's values as header_checks sees them: the ``raw`` column of the ``mail``
+    table (``mailtable.raw_header``: not decoded, folding kept) where a row has it, else
+    the ``decoded`` column (rows stored before the raw columns existed); None when ``df``
+    has neither column."""
+    if raw not in df:
+        return df[decoded].astype(object) if decoded in df else None
+    values = df[raw].astype(object)
+    has = np.array([isinstance(v, str) for v in values], dtype=bool)
+    fallback = df[decoded].astype(object) if decoded in df else None
+    return values.where(has, fallback)
+
+
+def _stripped(values: pd.Series) -> pd.Series:
+    """Text values without surrounding white space; anything else None."""
+    return values.map(lambda v: v.strip() if isinstance(v, str) else None).astype(object)
+
+
 def _subject_rows(spam: pd.DataFrame, ham: pd.DataFrame, limits: Limits
                   ) -> list[dict[str, object]]:
     """Subjects shared by several spam messages from several sources over several days,
     long enough to be specific, and equal (as ``subject_probe`` sees them) to no ham
-    subject."""
-    if "subject" not in spam:
+    subject. Made from the raw Subject header (``header_values``): Postfix matches that,
+    not the decoded text, so an encoded subject gives a key for its encoded words."""
+    subjects = header_values(spam, "subject_header", "subject")
+    if subjects is None:
         return []
-    probes = spam["subject"].map(subject_probe)
-    s = _cols(spam, "subject", "client_ip", "day").assign(probe=probes) \
+    probes = subjects.map(subject_probe)
+    s = _cols(spam, "client_ip", "day").assign(subject=subjects, probe=probes) \
         .dropna(subset=["probe"])
     if s.empty:
         return []
-    ham_probes = set(ham["subject"].map(subject_probe).dropna()) if "subject" in ham \
-        else set()
+    ham_subjects = header_values(ham, "subject_header", "subject")
+    ham_probes = set(ham_subjects.map(subject_probe).dropna()) \
+        if ham_subjects is not None else set()
     days = s["day"] if "day" in s else pd.Series(0, index=s.index)
     agg = _grouped(s.assign(d=days), "probe", messages=("probe", "size"),
                    sources=("client_ip", "nunique"), days=("d", "nunique"),
@@ -448,15 +489,21 @@ def header_candidates(spam: pd.DataFrame, shield: Shield, ham: pd.DataFrame,
     agg = agg[(agg["messages"] >= limits.min_messages)
               & (agg["sources"] >= limits.min_sources)]
     for d, src in agg["sources"].items():
-        if shield.domain_reason(str(d)) is None:
+        # only a domain name of LDH labels (A-labels for IDNs): the backtest finds the From
+        # headers such a key can match by the LDH runs in them
+        if (shield.domain_reason(str(d)) is None
+                and key_error(RuleKind.SENDER_DOMAIN.value, str(d)) is None):
             dom = pcre_literal(str(d), anchored=False)
             rows.append({"kind": RuleKind.HEADER.value,
                          "key": rf"^From:.*[@.]{dom}(>|\s|$)", "anchor": f"from:{d}",
                          "generaliser": "header_from", "sources": int(src)})
-    ham_mailers = set(ham["x_mailer"].dropna().str.strip().str.lower()) if "x_mailer" in ham \
-        else set()
-    xm = _cols(spam, "x_mailer", "client_ip").dropna(subset=["x_mailer"])
-    xm = xm.assign(xm=xm["x_mailer"].str.strip())
+    # the raw header, as for subjects (``header_values``)
+    ham_xm = header_values(ham, "x_mailer_header", "x_mailer")
+    ham_mailers = {str(m).lower() for m in _stripped(ham_xm).dropna()} \
+        if ham_xm is not None else set()
+    spam_xm = header_values(spam, "x_mailer_header", "x_mailer")
+    xm = _cols(spam, "client_ip").assign(
+        xm=_stripped(spam_xm) if spam_xm is not None else None).dropna(subset=["xm"])
     agg = _grouped(xm, "xm", messages=("xm", "size"), sources=("client_ip", "nunique"))
     agg = agg[(agg["messages"] >= limits.min_messages) & (agg["sources"] >= limits.min_sources)
               & ~agg.index.str.lower().isin(ham_mailers) & (agg.index.str.len() >= 4)]

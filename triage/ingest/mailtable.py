@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # imported where a frame is built: the scan's folder reader s
     import pandas as pd
 
 __all__ = ["MAIL_COLUMNS", "guess_my_hostnames", "iter_row_chunks", "mail_frame", "mail_row",
-           "read_mailboxes", "rows_frame"]
+           "raw_header", "read_mailboxes", "rows_frame"]
 
 # The contract columns (docs/ARCHITECTURE.md) first, then extras.
 MAIL_COLUMNS = [
@@ -46,6 +46,9 @@ MAIL_COLUMNS = [
     "key", "size", "hops", "trusted_index", "local_origin", "tls", "authenticated",
     "rdns_domain", "from_domain_full", "sender_domain_full", "reply_to_domain",
     "message_id_domain", "dkim_pass_domains", "user_agent", "date", "defect_kinds",
+    # The raw values of the headers rules are made for, as header_checks sees them (not
+    # decoded, folding kept as a newline, see ``raw_header``): the backtest replays these.
+    "from_header", "subject_header", "x_mailer_header", "message_id_header",
 ]
 
 Progress = Callable[[int], None]
@@ -188,7 +191,10 @@ def _row(raw: RawMessage, rec: MessageRecord, role: str | None,
     auth = (trusted_results(rec.headers, received[hop.index][0], my_hostnames)
             if hop is not None else _NO_AUTH)
     r = hop.received if hop is not None else None
-    envelope = _envelope_sender(rec)
+    # the header position a Return-Path must be above (see _envelope_sender)
+    above = received[hop.index][0] if hop is not None else \
+        received[0][0] if received else None
+    envelope = _envelope_sender(rec, above)
     from_addr = parse_address(rec.get("from"))
     msgid = _message_id(rec.get("message-id"))
     dkim = rec.get_all("dkim-signature")
@@ -231,6 +237,10 @@ def _row(raw: RawMessage, rec: MessageRecord, role: str | None,
         decode_header_value(rec.get("user-agent")),
         _header_date(rec.get("date")),
         ",".join(rec.defect_kinds) or None,
+        raw_header(rec.get("from")),  # from_header
+        raw_header(rec.get("subject")),  # subject_header
+        raw_header(rec.get("x-mailer")),  # x_mailer_header
+        raw_header(rec.get("message-id")),  # message_id_header
     )
 
 
@@ -262,10 +272,25 @@ class _LazyHops(Sequence[Received | None]):
         return self._parsed[i]
 
 
-def _envelope_sender(rec: MessageRecord) -> str | None:
-    """Return-Path as local delivery wrote it (the topmost one); else the mbox From_ line."""
-    rp = rec.get("return-path")
-    if rp is not None:
+def raw_header(value: str | None) -> str | None:
+    """A header value as Postfix's header_checks see it after ``Name:``: not decoded, a
+    folded header one logical line with its line breaks kept as ``\\n`` (CR LF -> LF, as
+    the SMTP server stores lines). Only the blanks right after the colon differ (the
+    ``MessageRecord`` drops them); header rules allow any there."""
+    if value is None:
+        return None
+    return value.replace("\r\n", "\n") if "\r" in value else value
+
+
+def _envelope_sender(rec: MessageRecord, limit: int | None) -> str | None:
+    """Return-Path as local delivery wrote it (the topmost one above header position
+    ``limit``, the trusted hop's Received header, or the topmost Received header when no
+    hop is trusted); else the mbox From_ line. A Return-Path below that Received header was
+    written before our server got the message, by the sender: it proves nothing. ``limit``
+    None (no Received header at all): the topmost Return-Path."""
+    for pos, rp in rec.positions("return-path"):
+        if limit is not None and pos > limit:
+            break
         m = _ANGLE_ADDR_RE.search(rp)
         return normalise_address(f"<{m.group(1)}>" if m else rp.strip())
     if rec.unixfrom:
