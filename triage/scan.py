@@ -34,7 +34,7 @@ from triage.atomicfile import write_atomic
 from triage.config import Config
 from triage.errors import ConfigError, TriageError
 from triage.feedback import RuleFeedback
-from triage.ingest.mailbox import iter_messages
+from triage.ingest.mailbox import OnSkip, iter_messages
 from triage.logcursor import LogInput, plan_reads, read_new, unchanged
 from triage.model import RuleState
 from triage.rulebook import load_rulebook
@@ -90,7 +90,9 @@ class ScanResult:
     proposals: ProposalReport | None = None
     pending: int = 0                                    # proposals waiting for review
     feedback: list[RuleFeedback] = field(default_factory=list)
-    # log files (or parts) not read this time, one "file: what happened" each
+    # inputs (or parts) not read this time, one "file: what happened" each: log files
+    # (ReadStats.problems), then mail (an mbox Procmail holds locked, a message still being
+    # written, an empty file)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -144,10 +146,17 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
         state = gen.base
         result = ScanResult(generation=gen.number, committed=False)
         seen = store.seen(state)
-        # Folders with something unread (a directory listing each, not a parse).
+        skipped: dict[str, str] = {}  # mail left out for now: path -> why
+
+        def on_skip(path: str, reason: str) -> None:
+            skipped[path] = reason
+
+        # Folders with something unread (a directory listing each, not a parse). A folder
+        # that turns out to hold nothing new was read to its end here, so its skips are
+        # heard here; the others' when they are read.
         todo = [(role, folder) for role, folder in folders
                 if next(iter_messages([folder], skip_keys=seen.setdefault(
-                    str(folder.resolve()), set())), None) is not None]
+                    str(folder.resolve()), set()), on_skip=on_skip), None) is not None]
         background: FolderReader | None = None
         carry: Carry | None = None  # None: the logs were not read, the last one stays
         if unchanged(logs, state.cursors):
@@ -190,11 +199,14 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
             if new is None:
                 if names is None:
                     names = _my_hostnames(cfg, hosts, store)
-                new = _read_folder(folder, role, names, cfg, keys, report)
+                new = _read_folder(folder, role, names, cfg, keys, report, on_skip)
             result.mail[str(folder)] = len(new)
             if len(new):
                 keys.update(new["key"].astype(str))
                 gen.add("mail", _to_polars(new))
+        if background is not None:
+            skipped.update(background.skipped)
+        result.problems += [f"{path}: {why}" for path, why in sorted(skipped.items())]
         result.rows = dict(gen.rows)
         cursors = [i.cursor() for i in inputs if i.duplicate_of is None]
         if result.nothing_new and _same(cursors, state.cursors):
@@ -324,7 +336,7 @@ def _hostnames(hosts: set[str]) -> list[str]:
 
 
 def _read_folder(folder: Path, role: str, names: list[str], cfg: Config, seen: set[str],
-                 report: Progress) -> pd.DataFrame:
+                 report: Progress, on_skip: OnSkip | None = None) -> pd.DataFrame:
     """The messages of ``folder`` not read before."""
     from triage.ingest.mailtable import read_mailboxes
 
@@ -335,7 +347,7 @@ def _read_folder(folder: Path, role: str, names: list[str], cfg: Config, seen: s
 
     df = read_mailboxes([folder], role=role, my_hostnames=names or None,
                         trusted_relays=cfg.trusted_relays, skip_keys=seen,
-                        progress=on_messages)
+                        progress=on_messages, on_skip=on_skip)
     report(ScanProgress(label, "messages", len(df), finished=True))
     return df
 
@@ -382,6 +394,7 @@ class FolderReader:
         self._report = report
         self._frames: dict[str, list[pd.DataFrame]] = {}  # per folder, in chunks
         self._done: set[str] = set()
+        self.skipped: dict[str, str] = {}  # mail left out for now: path -> why
         self._thread = threading.Thread(target=self._listen, name="triage-folders",
                                         daemon=True)
         self._thread.start()
@@ -398,6 +411,8 @@ class FolderReader:
                 self._report(ScanProgress(*args))
             elif kind == "rows":  # typed at once: rows take several times the memory
                 self._frames.setdefault(args[0], []).append(rows_frame(args[1]))
+            elif kind == "skipped":
+                self.skipped[args[0]] = args[1]
             elif kind == "done":
                 self._done.add(args[0])
             elif kind == "end":
@@ -442,6 +457,9 @@ def _folder_worker(conn: Connection, jobs: list[tuple[str, str, set[str]]], name
             def on_messages(n: int, label: str = label) -> None:
                 conn.send(("progress", label, "messages", n))
 
+            def on_skip(path: str, reason: str) -> None:
+                conn.send(("skipped", path, reason))
+
             # Rows, not frames: this process needs no pandas (half a second of imports);
             # the parent builds the frame. A folder counts only once "done" is sent: if
             # it fails midway, the parent drops its rows and reads it itself.
@@ -449,7 +467,7 @@ def _folder_worker(conn: Connection, jobs: list[tuple[str, str, set[str]]], name
             try:
                 for rows in iter_row_chunks([path], role=role, my_hostnames=names or None,
                                             trusted_relays=trusted_relays, skip_keys=keys,
-                                            progress=on_messages):
+                                            progress=on_messages, on_skip=on_skip):
                     conn.send(("rows", key, rows))
                     count += len(rows)
             except Exception:  # the parent reads this folder itself, and reports why

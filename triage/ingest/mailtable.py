@@ -20,7 +20,7 @@ from triage.ingest.address import (
     registered_domain,
 )
 from triage.ingest.authres import TrustedAuth, dkim_signature_domains, trusted_results
-from triage.ingest.mailbox import RawMessage, iter_messages
+from triage.ingest.mailbox import OnSkip, RawMessage, iter_messages
 from triage.ingest.message import MessageRecord, decode_header_value, read_message
 from triage.ingest.received import (
     Received,
@@ -85,14 +85,16 @@ def read_mailboxes(
     skip_keys: frozenset[str] | set[str] = frozenset(),
     full: bool = False,
     progress: Progress | None = None,
+    on_skip: OnSkip | None = None,
 ) -> pd.DataFrame:
     """Read mail folders into the ``mail`` table (columns: ``MAIL_COLUMNS``).
 
     ``role`` (``spam`` / ``ham``) is copied into every row. ``my_hostnames`` are our MX names
     or globs; when None they are inferred from the folders (``guess_my_hostnames``).
     ``skip_keys`` are message keys already read (incremental scans); ``progress`` is called
-    with the number of messages read so far. Messages stream through: memory holds the rows,
-    never the folder.
+    with the number of messages read so far; ``on_skip(path, reason)`` hears of what is left
+    out for now (an mbox Procmail holds locked, a message still being written, an empty file).
+    Messages stream through: memory holds the rows, never the folder.
 
     >>> df = read_mailboxes([], role="spam", my_hostnames=["mx.example.net"])
     >>> list(df.columns[:4]), len(df)
@@ -102,7 +104,7 @@ def read_mailboxes(
 
     frames = [rows_frame(rows) for rows in iter_row_chunks(
         paths, role, my_hostnames, trusted_relays=trusted_relays, subfolders=subfolders,
-        skip_keys=skip_keys, full=full, progress=progress)]
+        skip_keys=skip_keys, full=full, progress=progress, on_skip=on_skip)]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
@@ -119,6 +121,7 @@ def iter_row_chunks(
     skip_keys: frozenset[str] | set[str] = frozenset(),
     full: bool = False,
     progress: Progress | None = None,
+    on_skip: OnSkip | None = None,
 ) -> Iterator[list[Row]]:
     """The rows of :func:`read_mailboxes` (tuples in ``MAIL_COLUMNS`` order), in lists of at
     most ``_CHUNK``; at least one list, empty when there is no message. :func:`rows_frame`
@@ -133,7 +136,9 @@ def iter_row_chunks(
     relays = tuple(trusted_relays)
     rows: list[Row] = []
     sent = False
-    for n, raw in enumerate(iter_messages(paths, subfolders=subfolders, skip_keys=skip_keys)):
+    messages = iter_messages(paths, subfolders=subfolders, skip_keys=skip_keys,
+                             on_skip=on_skip)
+    for n, raw in enumerate(messages):
         rows.append(_row(raw, read_message(raw.data, full=full), role, mine, relays))
         if len(rows) == _CHUNK:
             yield rows
