@@ -214,7 +214,9 @@ def test_a_crash_before_the_commit_keeps_the_old_cursors_and_state(
     assert [d.name for d in (cfg.state_dir / "carry").iterdir()] == ["g00000002"]
 
 
-def test_a_state_dir_of_an_older_triage_starts_afresh(tmp_path: Path) -> None:
+def _scanned_to_mid_session(tmp_path: Path) -> tuple[Path, list[bytes], Config]:
+    """A log cut in the middle of a session and its message, scanned once: (the log, all of
+    its lines, the config)."""
     root = tmp_path / "s"
     root.mkdir()
     log = root / "mail.log"
@@ -222,6 +224,11 @@ def test_a_state_dir_of_an_older_triage_starts_afresh(tmp_path: Path) -> None:
     log.write_bytes(b"".join(lines[:len(_SESSION)]))
     cfg = _cfg(root)
     scan(cfg, rules=False)
+    return log, lines, cfg
+
+
+def test_a_state_dir_of_an_older_triage_starts_afresh(tmp_path: Path) -> None:
+    log, lines, cfg = _scanned_to_mid_session(tmp_path)
     state_file = cfg.state_dir / "state.json"
     state = json.loads(state_file.read_text())
     del state["carry"]  # as an older triage wrote it (it emitted what was open)
@@ -235,13 +242,7 @@ def test_a_state_dir_of_an_older_triage_starts_afresh(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_carried_state_is_an_error_naming_the_file(tmp_path: Path) -> None:
-    root = tmp_path / "s"
-    root.mkdir()
-    log = root / "mail.log"
-    lines = _mx(_SESSION + _END)
-    log.write_bytes(b"".join(lines[:len(_SESSION)]))
-    cfg = _cfg(root)
-    scan(cfg, rules=False)
+    log, lines, cfg = _scanned_to_mid_session(tmp_path)
     carry_dir = next((cfg.state_dir / "carry").iterdir())
     damaged = carry_dir / "open_messages.parquet"
     damaged.write_bytes(damaged.read_bytes()[:40])

@@ -77,6 +77,19 @@ def _posix_collating(plain: str) -> str | None:
     return None
 
 
+def class_end(regex: str, i: int) -> int:
+    """Where the character class that starts at ``regex[i]`` (a ``[``) ends: the index just
+    past its closing ``]`` (past the end of ``regex`` when it is not closed). A ``]`` right
+    after ``[`` or ``[^`` is a literal, as is an escaped one."""
+    n = len(regex)
+    j = i + 1
+    j += regex[j:j + 1] == "^"
+    j += regex[j:j + 1] == "]"
+    while j < n and regex[j] != "]":
+        j += 2 if regex[j] == "\\" else 1
+    return j + 1
+
+
 def _tokens(regex: str) -> list[str]:
     """``regex`` cut into escapes (``\\x41``, ``\\.``), whole classes (``[^a-z]``),
     counted repeats (``{2,5}``) and single characters."""
@@ -87,12 +100,7 @@ def _tokens(regex: str) -> list[str]:
             m = _HEX.match(regex, i)
             j = m.end() if m else i + 2
         elif c == "[":
-            j = i + 1
-            j += regex[j:j + 1] == "^"
-            j += regex[j:j + 1] == "]"  # a ']' first in a class is a literal
-            while j < n and regex[j] != "]":
-                j += 2 if regex[j] == "\\" else 1
-            j += 1
+            j = class_end(regex, i)
         elif c == "{" and (m := _REPEAT.match(regex, i)):
             j = m.end()
         else:

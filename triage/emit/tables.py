@@ -43,6 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from triage.emit.pcre_subset import class_end
 from triage.errors import RuleError
 from triage.model import TableType
 
@@ -270,13 +271,9 @@ def _dollar_at_end_only(regex: str) -> str:
             out.append(regex[i:i + 2])
             i += 2
         elif c == "[":
-            j = i + 1
-            j += regex[j:j + 1] == "^"
-            j += regex[j:j + 1] == "]"  # a ']' first in a class is a literal
-            while j < n and regex[j] != "]":
-                j += 2 if regex[j] == "\\" else 1
-            out.append(regex[i:j + 1])
-            i = j + 1
+            j = class_end(regex, i)
+            out.append(regex[i:j])
+            i = j
         else:
             out.append("\\Z" if c == "$" else c)
             i += 1
