@@ -522,17 +522,17 @@ class _FailingRead:
 
 def test_read_error_in_a_plain_file_is_reported_and_read_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import triage.ingest.maillog as maillog
+    import triage.ingest.logfile as logfile
 
     _write(tmp_path / "mail.log.1", b"".join(_lines(50)))
     _write(tmp_path / "mail.log", b"".join(_lines(50, first=50)))
     inputs = plan_reads(sorted(tmp_path.glob("mail.log*")), [], OPTS)
-    real = maillog.open_log
+    real = logfile.open_log
 
     def failing(path: str | Path) -> object:
         return _FailingRead(Path(path)) if Path(path).name == "mail.log.1" else real(path)
 
-    monkeypatch.setattr(maillog, "open_log", failing)
+    monkeypatch.setattr(logfile, "open_log", failing)
     stats = ReadStats()
     assert sum(c.lines for c in read_new(inputs, OPTS, stats)) == 50
     assert len(stats.problems) == 1 and "next scan" in stats.problems[0]

@@ -48,7 +48,8 @@ from triage.errors import InputError
 if TYPE_CHECKING:  # the reader (polars) is imported when something is read
     from datetime import datetime
 
-    from triage.ingest.maillog import BlockReader, Chunk, ReadOptions, ReadStats
+    from triage.ingest.logfile import BlockReader
+    from triage.ingest.maillog import Chunk, ReadOptions, ReadStats
 
 __all__ = ["Cursor", "LogInput", "head_hash", "plan_reads", "read_new", "unchanged"]
 
@@ -140,7 +141,7 @@ def head_hash(path: str | Path) -> str | None:
     Raises InputError when the file cannot be opened, or its compressed data cannot be read
     (logrotate has written only its start so far, or it is damaged).
     """
-    from triage.ingest.maillog import READ_ERRORS, open_log
+    from triage.ingest.logfile import READ_ERRORS, open_log
 
     with open_log(path) as f:
         try:
@@ -350,7 +351,7 @@ def _open(item: LogInput, opts: ReadOptions, stats: ReadStats) -> BlockReader:
     """A reader at the input's offset, after checking that the content before it is what was
     read last time; when it is not (a file rewritten in place with the same first line, then
     written on past the old offset), a reader from the start."""
-    from triage.ingest.maillog import TAIL_BYTES, BlockReader
+    from triage.ingest.logfile import TAIL_BYTES, BlockReader
 
     reader = BlockReader(item.path, opts.chunk_bytes, item.offset, item.rotated, TAIL_BYTES)
     reader.open()
