@@ -198,3 +198,22 @@ def test_grouped_is_groupby_agg() -> None:
                           (["k", "j"], {"u": ("v", "nunique"), "s": ("n", "sum")})):
             pd.testing.assert_frame_equal(_grouped(part, by, **named),
                                           part.groupby(by).agg(**named))
+
+
+def test_proposal_says_how_much_ham_it_could_not_check() -> None:
+    """A ham message without a trusted Received hop has no client address to replay: a
+    connection rule's note says so instead of counting it as checked."""
+    planted = [row("spam", i % 5, f"198.51.100.{i % 8 + 1}", f"{i % 8 + 1}.cable.example.net",
+                   "promo.example.biz", f"deal{i}@promo.example") for i in range(40)]
+    ham = [row("ham", i % 7, "192.0.2.10", "mail.example.org", "mail.example.org",
+               f"friend{i}@example.org") for i in range(10)]
+    blind = [row("ham", 2, None, None, "friend.example.org",  # type: ignore[arg-type]
+                  "friend@example.org") for _ in range(3)]
+    result = propose(frame(planted), frame(ham + blind),
+                     options=ProposeOptions(my_hostnames=("mx.example.org",)))
+    cidr = [r for r in result.rules if r.kind is RuleKind.CLIENT_CIDR]
+    assert cidr, [r.key for r in result.rules]
+    assert all("3 ham messages could not be checked: no trusted Received hop" in r.note
+               for r in cidr)
+    senders = [r for r in result.rules if r.kind is RuleKind.SENDER_DOMAIN]
+    assert all("could not be checked" not in r.note for r in senders)

@@ -32,8 +32,9 @@ from triage.generalise import key_error, subject_probe
 from triage.ingest.address import ascii_domain, client_address
 from triage.model import Rule, RuleKind, RuleState
 
-__all__ = ["LOG_ROW_COLUMNS", "client_address", "confirm_no_ham", "header_column", "header_line",
-           "in_networks", "log_rows", "match", "permitted", "refused", "summarise", "to_rule"]
+__all__ = ["HOP_KINDS", "LOG_ROW_COLUMNS", "client_address", "confirm_no_ham", "header_column",
+           "header_line", "in_networks", "known_messages", "log_rows", "match",
+           "no_trusted_hop", "permitted", "refused", "summarise", "to_rule"]
 
 Progress = Callable[[str], None]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -313,8 +314,8 @@ def _kind_hits(kind: RuleKind, cands: pd.DataFrame, tables: _Tables,
 
 # The columns of the log tables ``log_rows`` reads (a caller may read only these).
 LOG_ROW_COLUMNS: dict[str, tuple[str, ...]] = {
-    "messages": ("client_ip", "client_name", "helo", "sender", "first_seen", "queue_id",
-                 "origin", "sasl_username"),
+    "messages": ("client_ip", "client_name", "helo", "sender", "first_seen", "host",
+                 "queue_id", "origin", "sasl_username"),
     "rejects": ("client_ip", "client_name", "helo", "sender", "time", "queue_id"),
     "sessions": ("client_ip", "client_name", "helo", "connect_time", "n_messages",
                  "n_rejects", "sasl_username"),
@@ -344,12 +345,52 @@ def _log_part(table: pd.DataFrame, keep: np.ndarray, fields: dict[str, str | Non
     return pd.DataFrame({**cols, "outcome": outcome, "known": known})
 
 
-def log_rows(logs: object, known_queue_ids: Iterable[str] = (),
+def _short_hosts(values: pd.Series) -> pd.Series:
+    """Host names as the log and the mail table can both give them: syslog usually logs the
+    short name, the trusted Received header the FQDN (as ``mailjoin`` joins them)."""
+    return values.astype("string").str.strip().str.lower().str.split(".").str[0]
+
+
+def known_messages(*mail: pd.DataFrame) -> pd.DataFrame:
+    """The (``host``, ``queue_id``) of every labelled message of the ``mail`` tables
+    (spam and ham) that has both: what ``log_rows`` needs to tell a labelled delivery
+    from an unknown one. A table without a ``host`` column adds nothing."""
+    parts = [m[["host", "queue_id"]] for m in mail if "host" in m and "queue_id" in m]
+    if not parts:
+        return pd.DataFrame({"host": pd.Series(dtype=object),
+                             "queue_id": pd.Series(dtype=object)})
+    return pd.concat(parts, ignore_index=True).dropna().drop_duplicates(ignore_index=True)
+
+
+def _known(messages: pd.DataFrame, known: pd.DataFrame | Iterable[str]) -> np.ndarray:
+    """Per row of the log's ``messages``: whether it is a labelled message. With a
+    (``host``, ``queue_id``) frame (``known_messages``) both must agree: Postfix hosts and
+    instances each count queue ids on their own, so a queue id alone can name another
+    host's message. A row without a host (either side) is never known: counted unknown,
+    its hit stays in view. Plain queue ids match on the queue id alone."""
+    if isinstance(known, pd.DataFrame) and "host" in known:
+        if "host" not in messages or not len(known):
+            return np.zeros(len(messages), dtype=bool)
+        k = known[["host", "queue_id"]].dropna()
+        pairs = pd.MultiIndex.from_arrays([_short_hosts(k["host"]),
+                                           k["queue_id"].astype("string")])
+        host, qid = _short_hosts(messages["host"]), messages["queue_id"].astype("string")
+        found = pd.MultiIndex.from_arrays([host, qid]).isin(pairs)
+        return found & _flags(host.notna() & qid.notna())
+    ids = known["queue_id"] if isinstance(known, pd.DataFrame) else known
+    return messages["queue_id"].isin(set(ids)).to_numpy(dtype=bool)
+
+
+def log_rows(logs: object, known_queue_ids: pd.DataFrame | Iterable[str] = (),
              kinds: Iterable[RuleKind | str] | None = None) -> pd.DataFrame:
     """The log's SMTP attempts as rows a rule could have refused: delivered messages
-    (``outcome`` = delivered; ``known`` when the queue id belongs to a labelled message),
-    refused attempts (rejected) and sessions that sent no mail (no_mail). Authenticated and
-    locally submitted mail is left out: the restrictions permit it before any rule.
+    (``outcome`` = delivered; ``known`` when it is a labelled message), refused attempts
+    (rejected) and sessions that sent no mail (no_mail). Authenticated and locally
+    submitted mail is left out: the restrictions permit it before any rule.
+
+    ``known_queue_ids``: the labelled messages as a (``host``, ``queue_id``) frame
+    (``known_messages(spam, ham)``), matched on both (see ``_known``); plain queue ids are
+    still read, matched on the queue id alone, which is right for one Postfix instance only.
 
     ``kinds``: only the lookup columns of these rule kinds (``client_name``, ``helo``,
     ``envelope_sender``) besides ``client_ip``, ``time``, ``outcome`` and ``known`` (the
@@ -366,7 +407,7 @@ def log_rows(logs: object, known_queue_ids: Iterable[str] = (),
             keep &= _flags(m["origin"].isna() | (m["origin"] == "smtpd"))
         if "sasl_username" in m:
             keep &= _flags(m["sasl_username"].isna())
-        known = m["queue_id"][keep].isin(set(known_queue_ids)).to_numpy(dtype=bool)
+        known = _known(m[keep], known_queue_ids)
         parts.append(_log_part(m, keep, {"client_ip": "client_ip", "client_name": "client_name",
                                          "helo": "helo", "envelope_sender": "sender",
                                          "time": "first_seen"}, "delivered", known,
@@ -408,9 +449,12 @@ def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
               progress: Progress | None = None, *, mynetworks: Sequence[IPNetwork] = ()
               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Backtest every candidate: returns (``cands`` with ``spam_hits``, ``ham_hits``,
-    ``log_delivered_unknown``, ``log_rejected``, ``log_no_mail``, ``overlap_active``,
-    ``days``) and the (``cand``, ``row``) spam hit pairs for set cover. Rows from
-    ``mynetworks`` (our own networks and trusted relays) are permitted, as by Postfix."""
+    ``ham_unchecked``, ``log_delivered_unknown``, ``log_rejected``, ``log_no_mail``,
+    ``overlap_active``, ``days``) and the (``cand``, ``row``) spam hit pairs for set cover.
+    Rows from ``mynetworks`` (our own networks and trusted relays) are permitted, as by
+    Postfix. ``ham_unchecked``: the ham messages a connection candidate could not be
+    checked against, having no trusted Received hop (``no_trusted_hop``): zero ham hits
+    says nothing about them."""
     cands = cands.reset_index(drop=True)
     cands = cands.assign(cand=np.arange(len(cands)))
     spam_hits = _drop_permitted(match(cands, spam), spam, cands, mynetworks)
@@ -422,6 +466,8 @@ def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
         .to_numpy()
     out["ham_hits"] = ham_hits.groupby("cand").size().reindex(out["cand"], fill_value=0) \
         .to_numpy()
+    unchecked = int(no_trusted_hop(ham).sum())
+    out["ham_unchecked"] = np.where(out["kind"].isin(HOP_KINDS), unchecked, 0)
     if "day" in spam:
         days = spam_hits.assign(day=spam["day"].to_numpy()[spam_hits["row"].to_numpy()
                                                           .astype(int)])
@@ -444,6 +490,24 @@ def summarise(cands: pd.DataFrame, spam: pd.DataFrame, ham: pd.DataFrame,
         out["overlap_active"] = _overlap(active, spam, spam_hits).reindex(
             out["cand"], fill_value=0).to_numpy()
     return out, spam_hits
+
+
+# The kinds whose lookup value comes from the trusted Received hop (client address and
+# name, HELO); a sender or header candidate is checked on values the hop does not give.
+HOP_KINDS = (RuleKind.CLIENT_CIDR.value, RuleKind.CLIENT_NAME.value, RuleKind.HELO.value)
+
+
+def no_trusted_hop(mail: pd.DataFrame) -> np.ndarray:
+    """Per ``mail`` row: no trusted Received hop was found (``trusted`` not true), so there
+    is no client address, name or HELO to check a connection rule against. A row with a
+    trusted hop but no client address (local submission) is not one: Postfix permits it.
+    Without a ``trusted`` column, a row without ``client_ip``."""
+    if "client_ip" not in mail:
+        return np.ones(len(mail), dtype=bool)
+    no_ip = _flags(mail["client_ip"].isna())
+    if "trusted" not in mail:
+        return no_ip
+    return no_ip & ~_flags(mail["trusted"].astype("boolean"))
 
 
 def _drop_permitted(hits: pd.DataFrame, table: pd.DataFrame, cands: pd.DataFrame,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from triage.backtest import confirm_no_ham, log_rows, summarise, to_rule
+from triage.backtest import confirm_no_ham, known_messages, log_rows, summarise, to_rule
 from triage.cluster import campaigns
 from triage.features import add_features
 from triage.generalise import (
@@ -128,8 +128,7 @@ def propose(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = None
     cands = cands[np.array([(k, key) not in in_force for k, key in
                             zip(cands["kind"], cands["key"], strict=True)], dtype=bool)]
     say(f"{len(cands)} candidates")
-    known = pd.concat([spam.get("queue_id", pd.Series(dtype=object)),
-                       ham.get("queue_id", pd.Series(dtype=object))]).dropna()
+    known = known_messages(spam, ham)  # (host, queue id): each host counts its own ids
     # the log's lookup columns the candidates' kinds need
     log = log_rows(logs, known, kinds=set(cands["kind"])) if logs is not None else None
     tested, hits = summarise(cands, spam, ham, log, active, progress=say,
@@ -217,6 +216,10 @@ def _rules(tested: pd.DataFrame, chosen: list[int], hits: pd.DataFrame, spam: pd
                 f"log: {int(info[c]['log_delivered_unknown'])} delivered unknown, "
                 f"{int(info[c]['log_rejected'])} refused already; "
                 f"overlap with active rules {int(info[c]['overlap_active'])}")
+        unchecked = int(info[c].get("ham_unchecked", 0))
+        if unchecked:
+            note += (f"; {unchecked} ham messages could not be checked: no trusted "
+                     "Received hop")
         out.append(Rule(base.id, base.kind, base.key, state=RuleState.PROPOSED, evidence=ev,
                         note=note))
     return out

@@ -170,19 +170,26 @@ def trusted_results(
 
     Authentication-Results count only with one of our host names as authserv-id.
     Received-SPF has no such id; above our trusted Received only our MX can have written it.
+    The Received-SPF headers read are those of the nearest delivery that has one (up to the
+    next Received header above): among them ``identity=mailfrom`` wins over a HELO check
+    (``_identity_rank``), then the nearest: the envelope sender's result, as
+    Authentication-Results ``spf=`` gives it (which counts only without a Received-SPF).
     Anything below ``trusted_pos`` was written by the sender and is ignored.
     """
-    spf: str | None = None
-    spf_ip: str | None = None
+    spf: SpfHeader | None = None
+    spf_done = False  # a delivery with a Received-SPF has been read: look no further up
     methods: dict[str, str] = {}
     dkim_domains: list[str] = []
     for i in range(min(trusted_pos, len(headers)) - 1, -1, -1):
         name, value = headers[i]
         low = name.lower()
-        if low == "received-spf" and spf is None:
+        if low == "received":
+            spf_done = spf is not None
+        elif low == "received-spf" and not spf_done:
             parsed = parse_received_spf(value)
-            if parsed is not None:
-                spf, spf_ip = parsed.result, parsed.client_ip
+            if parsed is not None and (spf is None
+                                       or _identity_rank(parsed) < _identity_rank(spf)):
+                spf = parsed
         elif low == "authentication-results":
             ar = parse_authentication_results(value)
             if ar is None or not host_matches(ar.authserv_id, my_hostnames):
@@ -194,9 +201,19 @@ def trusted_results(
     # Several signatures: one that verified is what matters for "is this domain's mail".
     dkim = "pass" if dkim_domains else methods.get("dkim")
     return TrustedAuth(
-        spf_result=spf or methods.get("spf"),
+        spf_result=(spf.result if spf else None) or methods.get("spf"),
         dkim_result=dkim,
         dmarc_result=methods.get("dmarc"),
         dkim_pass_domains=tuple(dkim_domains),
-        spf_client_ip=spf_ip,
+        spf_client_ip=spf.client_ip if spf else None,
     )
+
+
+def _identity_rank(spf: SpfHeader) -> int:
+    """How well a Received-SPF stands for the envelope sender's result (lower is better):
+    ``identity=mailfrom``; then one that names no identity (RFC 7208 makes the key
+    optional; some writers put a comment there); ``identity=helo`` last. policyd-spf
+    checks HELO first and may prepend a header for each identity; the HELO one is the
+    message's result only when there is no MAIL FROM one (the null sender, ``<>``)."""
+    identity = (spf.identity or "").lower()
+    return 0 if identity == "mailfrom" else 2 if identity == "helo" else 1
