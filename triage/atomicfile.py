@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+# atomic_target's temp file for <name>: ".<name>.<mkstemp's 8 random characters>.tmp"
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp\Z")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -45,6 +50,37 @@ def atomic_target(path: Path, mode: int | None = None) -> Iterator[Path]:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def remove_stale_temps(directory: Path, target: Callable[[str], bool] = lambda _name: True,
+                       older_than: float | None = None) -> list[Path]:
+    """Remove the temp files :func:`atomic_target` left in ``directory`` (not below it) when
+    its process was killed (``kill -9``, a power cut): those for a file name that
+    ``target`` accepts. With ``older_than``, only those not modified for that many seconds:
+    another process may be writing a younger one right now. Without it, the caller must
+    know that nobody else writes there (it holds the directory's lock). Returns the paths
+    removed; a directory that cannot be listed has none.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        m = _TEMP_NAME.match(entry.name)
+        if m is None or not target(m.group("name")):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or (
+                    older_than is not None
+                    and now - entry.stat(follow_symlinks=False).st_mtime < older_than):
+                continue
+            os.unlink(entry.path)
+        except OSError:  # gone already, or not ours to remove
+            continue
+        removed.append(Path(entry.path))
+    return removed
 
 
 def write_atomic(path: Path, data: str | bytes, *, backup_dir: Path | None = None,

@@ -51,12 +51,17 @@ if TYPE_CHECKING:  # the reader (polars) is imported when something is read
     from triage.ingest.logfile import BlockReader
     from triage.ingest.maillog import Chunk, ReadOptions, ReadStats
 
-__all__ = ["Cursor", "LogInput", "head_hash", "plan_reads", "read_new", "unchanged"]
+__all__ = ["Cursor", "LogInput", "head_hash", "is_secondary", "plan_reads", "primary_logs",
+           "read_new", "unchanged"]
 
 _HEAD_LIMIT = 64 * 1024  # a first line longer than this is hashed by its first 64 KiB
 # a rotated file's name: mail.log.1, mail.log.2.gz, mail.log-20250301(.gz)
 _ROTATED_NAME = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2})?)(?:\.(?:gz|bz2|xz))?$")
 UNREADABLE = "unreadable: damaged or truncated compressed file"  # the unparsed row's reason
+# mail.warn, mail.err.1, mail.warn.2.gz: rsyslog's copies of the mail.log lines of those
+# levels. The pattern is triage.ingest.maillog's (not imported here: it needs polars).
+_SECONDARY_NAME = re.compile(
+    r"(?:^|[./])(?:warn|err|warning|error)(?:\.\d+)?(?:\.(?:gz|bz2|xz))?$")
 
 
 @dataclass(frozen=True)
@@ -154,16 +159,40 @@ def head_hash(path: str | Path) -> str | None:
     return hashlib.sha256(line).hexdigest()
 
 
+def is_secondary(path: str | Path) -> bool:
+    """Whether ``path`` is a mail.warn / mail.err style log, whose lines are copies of
+    mail.log lines: these files are not read here (see :func:`primary_logs`).
+
+    >>> is_secondary("/var/log/mail.warn.1"), is_secondary("/var/log/mail.log.2.gz")
+    (True, False)
+    """
+    return _SECONDARY_NAME.search(Path(path).name) is not None
+
+
+def primary_logs(paths: Sequence[str | Path]) -> list[str | Path]:
+    """``paths`` without the mail.warn / mail.err style files.
+
+    Incremental reading follows the primary logs only: a line in mail.warn or mail.err is
+    also in mail.log, so reading those files would count it twice, and they get no cursor.
+    (``triage parse`` reads their lines outside the primary files' time span, lines that
+    are only there when mail.log has been rotated away; a scan's history starts with the
+    mail.log files it first read.)
+    """
+    return [p for p in paths if not is_secondary(p)]
+
+
 def plan_reads(paths: Sequence[str | Path], cursors: Sequence[Cursor],
                opts: ReadOptions | None = None) -> list[LogInput]:
     """Match the files found now to the saved cursors; oldest content first.
 
-    A file that has vanished since it was listed is left out. A compressed file that cannot
-    be read yet is planned with ``skip`` and a ``problem`` (reported by :func:`read_new`).
+    A file that has vanished since it was listed is left out, and so are mail.warn /
+    mail.err style files (:func:`primary_logs`). A compressed file that cannot be read yet
+    is planned with ``skip`` and a ``problem`` (reported by :func:`read_new`).
 
     >>> plan_reads([], [])
     []
     """
+    paths = primary_logs(paths)
     if not paths:
         return []
     if unchanged(paths, cursors):
@@ -176,8 +205,7 @@ def plan_reads(paths: Sequence[str | Path], cursors: Sequence[Cursor],
         return same
     from triage.ingest.maillog import ReadOptions, order_files
 
-    # mail.warn / mail.err copies of mail.log lines are not read (see maillog.order_files).
-    primary, _secondary = order_files(paths, opts or ReadOptions(), missing_ok=True)
+    primary, _none = order_files(paths, opts or ReadOptions(), missing_ok=True)
     by_head: dict[str, list[Cursor]] = {}
     for c in cursors:
         if c.head is not None:
@@ -242,7 +270,9 @@ def _plan_one(path: Path, by_head: dict[str, list[Cursor]],
 
 def unchanged(paths: Sequence[str | Path], cursors: Sequence[Cursor]) -> bool:
     """True when the files are exactly the ones last read, each with the size it had: then
-    there is nothing new to read (a line that was incomplete then still is)."""
+    there is nothing new to read (a line that was incomplete then still is). mail.warn /
+    mail.err style files are not read (:func:`primary_logs`), so they do not count."""
+    paths = primary_logs(paths)
     known = {c.path: c for c in cursors}
     if len(known) != len(paths):
         return False

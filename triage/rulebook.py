@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from triage.atomicfile import write_atomic
+from triage.atomicfile import remove_stale_temps, write_atomic
 from triage.emit.postfix import validate_key
 from triage.errors import RuleError
 from triage.model import (
@@ -54,6 +54,10 @@ _TIMES = ("created", "approved", "expires")
 _EVIDENCE_INTS = ("spam_hits", "ham_hits", "overlap_active", "messages", "days")
 _EVIDENCE_LISTS = ("message_ids", "subjects", "senders", "helos", "ips")
 _FILE_RE = re.compile(r"R\d{4,}\.toml\Z")
+# A temp file of a rule file or next-id write (see atomicfile) this old was left by a killed
+# process: nothing else keeps one open that long. (Rule files are written without the
+# scan's lock, by `triage review` too, so a younger one may still be in use.)
+STALE_TEMP_SECONDS = 3600.0
 
 
 # -- TOML out -----------------------------------------------------------------------------------
@@ -273,6 +277,7 @@ class Rulebook:
 
     directory: Path
     rules: dict[str, Rule]
+    _swept: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(sorted(self.rules.values(), key=lambda r: rule_number(r.id)))
@@ -299,6 +304,7 @@ class Rulebook:
 
     def allocate_id(self) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._sweep_temps()
         counter = self.directory / "next-id"
         n = 1
         if counter.exists():
@@ -319,10 +325,25 @@ class Rulebook:
         if other is not None:
             raise RuleError(f"{other.id} already has {rule.kind} key {rule.key!r}")
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._sweep_temps()
         write_atomic(self.directory / f"{rule.id}.toml", rule_to_toml(rule),
                      backup_dir=self.directory / ".backup")
         self.rules[rule.id] = rule
         return rule
+
+    def _sweep_temps(self) -> None:
+        """Once per book, before it writes: remove the temp files of rule files and of
+        ``next-id`` (here and in ``.backup/``) that a killed process left an hour ago or
+        more."""
+        if self._swept:
+            return
+        self._swept = True
+
+        def ours(name: str) -> bool:
+            return name == "next-id" or _FILE_RE.match(name) is not None
+
+        for directory in (self.directory, self.directory / ".backup"):
+            remove_stale_temps(directory, ours, older_than=STALE_TEMP_SECONDS)
 
     def propose(self, kind: RuleKind, key: str, *, action: Action | None = None,
                 evidence: Evidence | None = None, note: str = "",

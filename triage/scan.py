@@ -16,15 +16,23 @@ A scan with nothing new imports neither polars nor pandas: the log cursors and t
 seen keys are checked first, the log reader and the mail parser are imported only for input
 that has something to read, and the rule feedback comes from the store's cache while the
 history and the rules in the maps stay the same.
+
+The scan reads the mail.log files: mail.warn / mail.err style files that the ``logs``
+setting names are left out, with one note in ``ScanResult.problems`` (their lines are copies
+of mail.log lines; see ``triage.logcursor.primary_logs``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import sys
+import threading
 import time
+import types
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +43,7 @@ from triage.config import Config
 from triage.errors import ConfigError, TriageError
 from triage.feedback import RuleFeedback
 from triage.ingest.mailbox import OnSkip, iter_messages
-from triage.logcursor import LogInput, plan_reads, read_new, unchanged
+from triage.logcursor import LogInput, is_secondary, plan_reads, read_new, unchanged
 from triage.model import RuleState
 from triage.rulebook import load_rulebook
 from triage.store import Carry, State, Store
@@ -114,13 +122,22 @@ def log_paths(cfg: Config) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def mail_folders(cfg: Config) -> list[tuple[str, Path]]:
-    """(role, folder) for every ``spam`` and ``ham`` setting; a missing folder is an error."""
+def mail_folders(cfg: Config, read_before: Collection[str] = ()) -> list[tuple[str, Path]]:
+    """(role, folder) for every ``spam`` and ``ham`` setting.
+
+    A folder that does not exist is a one-line error (a typo), unless it looks like an mbox
+    that went away: one read before (its resolved path is in ``read_before``, the keys of
+    ``Store.seen``), or an mbox file path (not ending in ``/``) in a directory that exists.
+    Mail clients delete an mbox they emptied (mutt does; Procmail creates it again with the
+    next message), so such a folder is listed, and a scan reads it as empty.
+    """
     out = []
     for role, values in (("spam", cfg.spam), ("ham", cfg.ham)):
         for value in values:
             p = Path(cfg.resolve(value))
-            if not p.exists():
+            if not p.exists() and not (
+                    str(p.resolve()) in read_before
+                    or (not value.rstrip().endswith(("/", "/.")) and p.parent.is_dir())):
                 raise ConfigError(f"setting '{role}': no such mail folder: {p}",
                                   file=cfg.source)
             out.append((role, p))
@@ -136,9 +153,28 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
     Holds the state directory's lock for the whole scan (waiting up to ``wait`` seconds,
     default ``cfg.lock_wait``, for another scan), so two scans never write the same
     proposals. Inputs are only read.
+
+    mail.warn / mail.err style files in ``logs`` are not read (one note in ``problems``;
+    their lines are copies of mail.log lines). A mail folder that no longer exists but was
+    read before, or an mbox file whose directory exists, is read as empty, with a note
+    (see :func:`mail_folders`).
+
+    The folders may be read in a child process (see :class:`FolderReader`); it does not run
+    the caller's main script again, so a script needs no ``if __name__ == "__main__":``.
     """
     started = time.perf_counter()
-    logs, folders = log_paths(cfg), mail_folders(cfg)
+    logs = log_paths(cfg)
+    notes: list[str] = []  # problems found before reading, first in result.problems
+    secondary = [p for p in logs if is_secondary(p)]
+    if secondary:
+        logs = [p for p in logs if not is_secondary(p)]
+        if not logs:
+            raise ConfigError("setting 'logs': only mail.warn / mail.err style files match "
+                              f"({', '.join(p.name for p in secondary)}); the scan reads "
+                              "mail.log files", file=cfg.source)
+        notes.append(f"{', '.join(p.name for p in secondary)} (setting 'logs'): not read: a "
+                     "scan reads the mail.log files (mail.warn / mail.err lines are copies "
+                     "of mail.log lines); leave them out of 'logs' to drop this note")
     store = Store(cfg.state_dir)
     report = _serialised(progress or (lambda _p: None))
     with store.lock(cfg.lock_wait if wait is None else wait):
@@ -146,6 +182,8 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
         state = gen.base
         result = ScanResult(generation=gen.number, committed=False)
         seen = store.seen(state)
+        folders = mail_folders(cfg, read_before=seen.keys())
+        gone = {folder for _role, folder in folders if not folder.exists()}
         skipped: dict[str, str] = {}  # mail left out for now: path -> why
 
         def on_skip(path: str, reason: str) -> None:
@@ -154,8 +192,8 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
         # Folders with something unread (a directory listing each, not a parse). A folder
         # that turns out to hold nothing new was read to its end here, so its skips are
         # heard here; the others' when they are read.
-        todo = [(role, folder) for role, folder in folders
-                if next(iter_messages([folder], skip_keys=seen.setdefault(
+        todo = [(role, folder) for role, folder in folders if folder not in gone
+                and next(iter_messages([folder], skip_keys=seen.setdefault(
                     str(folder.resolve()), set()), on_skip=on_skip), None) is not None]
         background: FolderReader | None = None
         carry: Carry | None = None  # None: the logs were not read, the last one stays
@@ -196,6 +234,10 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
                 result.mail[str(folder)] = 0
                 continue
             new = done.get(key)
+            if new is None and not folder.exists():  # deleted since it was listed
+                gone.add(folder)
+                result.mail[str(folder)] = 0
+                continue
             if new is None:
                 if names is None:
                     names = _my_hostnames(cfg, hosts, store)
@@ -206,6 +248,9 @@ def scan(cfg: Config, progress: Progress | None = None, wait: float | None = Non
                 gen.add("mail", _to_polars(new))
         if background is not None:
             skipped.update(background.skipped)
+        result.problems[:0] = notes
+        result.problems += [f"{folder}: no such mail folder now (an mbox deleted when it "
+                            "was emptied?): read as empty" for folder in sorted(gone)]
         result.problems += [f"{path}: {why}" for path, why in sorted(skipped.items())]
         result.rows = dict(gen.rows)
         cursors = [i.cursor() for i in inputs if i.duplicate_of is None]
@@ -354,8 +399,6 @@ def _read_folder(folder: Path, role: str, names: list[str], cfg: Config, seen: s
 
 def _serialised(report: Progress) -> Progress:
     """``report`` behind a lock: folder progress may come from FolderReader's thread."""
-    import threading
-
     lock = threading.Lock()
 
     def locked(ev: ScanProgress) -> None:
@@ -373,7 +416,9 @@ class FolderReader:
     """Read mail folders in a child process while the caller parses the logs.
 
     The child is started with ``spawn`` (the parent's polars thread pool must not be forked)
-    and only reads the folders: killing either process at any point loses nothing. Its
+    and only reads the folders: killing either process at any point loses nothing. It runs
+    code of this module only, so it is started without the caller's main script (see
+    :func:`_main_hidden`). Its
     progress comes back over a pipe to a thread here, which hands it to ``report``. If the
     child fails, :meth:`results` leaves the failed folders out and the caller reads them
     itself, so an error is raised the same way as without the child.
@@ -382,14 +427,14 @@ class FolderReader:
     def __init__(self, jobs: list[tuple[str, Path, set[str]]], names: list[str],
                  trusted_relays: Sequence[str], report: Progress):
         import multiprocessing
-        import threading
 
         ctx = multiprocessing.get_context("spawn")
         self._recv, send = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_folder_worker, name="triage-folders", daemon=True,
                                  args=(send, [(r, str(f), k) for r, f, k in jobs], names,
                                        tuple(trusted_relays)))
-        self._proc.start()
+        with _main_hidden():
+            self._proc.start()
         send.close()
         self._report = report
         self._frames: dict[str, list[pd.DataFrame]] = {}  # per folder, in chunks
@@ -438,6 +483,34 @@ class FolderReader:
             self._proc.terminate()
         self._proc.join()
         self._recv.close()
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start a ``spawn`` child here without it running the caller's main script again.
+
+    ``spawn`` makes the child import the parent's ``__main__`` (by its module name, or by
+    running its file as ``__mp_main__``) so that what was defined there can be unpickled. A
+    script that calls :func:`scan` at its top level, without ``if __name__ ==
+    "__main__":``, would then run again in the child: its side effects twice, and a scan
+    in the child. The folder reader needs nothing from ``__main__``, and multiprocessing
+    leaves a main module without ``__spec__`` and ``__file__`` alone (as for the
+    interactive interpreter): such a stand-in takes its place while the child starts. The
+    lock keeps two threads from swapping it at once.
+    """
+    with _MAIN_LOCK:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if main is None:
+                del sys.modules["__main__"]
+            else:
+                sys.modules["__main__"] = main
 
 
 def _folder_worker(conn: Connection, jobs: list[tuple[str, str, set[str]]], names: list[str],

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from triage.atomicfile import atomic_target
+from triage.atomicfile import atomic_target, remove_stale_temps
 from triage.errors import TriageError
 from triage.logcursor import Cursor
 
@@ -71,6 +71,9 @@ TABLES: dict[str, str] = {
 NO_WEEK = "none"  # rows without a time (a message with no trusted Received time)
 _GEN_RE = re.compile(r"^g(\d{8})(?:-\d{4})?\.parquet$")
 _FLUSH_ROWS = 250_000  # rows a scan buffers per table before writing a part file
+# the files a scan replaces atomically in the state directory itself (proposed-generation:
+# see triage.scan); their temp files left by a killed scan are swept under the lock
+_ROOT_FILES = frozenset({"state.json", "proposed-generation"})
 
 
 class ScanBusy(TriageError):
@@ -313,7 +316,8 @@ class Store:
 
     def _sweep(self, committed: State) -> None:
         """Delete files of generations after ``committed`` (and superseded seen files and
-        carried state)."""
+        carried state), and the temp files a killed scan left. Called under the lock."""
+        remove_stale_temps(self.root, _ROOT_FILES.__contains__)
         for table_dir in (self.root / "history").glob("*/week=*"):
             for f in table_dir.iterdir():
                 m = _GEN_RE.match(f.name)
