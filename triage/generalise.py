@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from triage.emit.postfix import pcre_literal, validate_key
+from triage.emit.postfix import V4_WIDEST_PREFIX, V6_WIDEST_PREFIX, pcre_literal, validate_key
 from triage.errors import RuleError
 from triage.features import is_random_label, rdns_shape
 from triage.ingest.address import client_address, registered_domain
@@ -113,7 +113,9 @@ def cidr_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limits(
                     ) -> pd.DataFrame:
     """Grow a network around each spam address, one bit at a time, while it holds no ham
     address and, beyond a single host, at least ``min_sources`` distinct spam addresses.
-    The widest network reached (bounded by ``v4_widest``/``v6_widest``) is the candidate.
+    The widest network reached (bounded by ``v4_widest``/``v6_widest``, and never wider than
+    the emitter accepts: ``emit.postfix.V4_WIDEST_PREFIX``/``V6_WIDEST_PREFIX``) is the
+    candidate.
     """
     # addresses as Postfix matches them: an IPv4-mapped address is the IPv4 address
     ips = spam["client_ip"].dropna()
@@ -131,8 +133,12 @@ def cidr_candidates(spam: pd.DataFrame, shield: Shield, limits: Limits = Limits(
     h_int, h_ver = _ip_ints(sorted(ham_ips)
                             + [str(n.network_address) for n in shield.own_networks])
     rows = []
-    for version, bits, narrow, wide in ((4, 32, 32, limits.v4_widest),
-                                        (6, 64, limits.v6_narrowest, limits.v6_widest)):
+    # a network wider than validate_key accepts would be dropped by _frame, leaving its
+    # spam with no candidate at all: stop growing at the emitter's bound instead
+    v4_wide = max(limits.v4_widest, V4_WIDEST_PREFIX)
+    v6_wide = max(limits.v6_widest, V6_WIDEST_PREFIX)
+    for version, bits, narrow, wide in ((4, 32, 32, v4_wide),
+                                        (6, 64, limits.v6_narrowest, v6_wide)):
         sel = s_ver == version
         if not sel.any():
             continue

@@ -34,13 +34,13 @@ from pathlib import Path
 
 from triage.config import DEFAULT_RULE_ID_PATTERN
 from triage.emit.pcre_subset import non_utf8_escape, pcre2_refusal, unsafe_construct
-from triage.emit.tables import Table, is_utf8, parse_table, read_table
+from triage.emit.tables import Table, compile_pcre, is_utf8, parse_table, read_table
 from triage.errors import RuleError
 from triage.model import Action, Rule, RuleKind, RuleState, TableType, Verb
 
 __all__ = [
-    "MapSet", "Verdict", "matches", "pcre_literal", "render_action", "render_line",
-    "render_map", "snippet", "validate_key",
+    "V4_WIDEST_PREFIX", "V6_WIDEST_PREFIX", "MapSet", "Verdict", "matches", "pcre_literal",
+    "render_action", "render_line", "render_map", "snippet", "validate_key",
 ]
 
 _DOMAIN_RE = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+"
@@ -48,6 +48,56 @@ _DOMAIN_RE = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+"
 _HEADER_KEY_RE = re.compile(r"\^[A-Za-z0-9][A-Za-z0-9-]*:")
 _ACTION_TEXT_RE = re.compile(r"[A-Za-z0-9 ,.;:()'_-]{1,200}\Z")
 _STATUS_RE = re.compile(r"5\.\d{1,3}\.\d{1,3}\Z")
+# Anything in a reject text a log reader could take for a rule id: "R" and four or more
+# digits anywhere, in either case (the rulebook's id syntax, ``model.RULE_ID_RE``), and
+# whatever the default ``rule_id_pattern`` finds. ``render_action`` appends the rule's own
+# id, so the text never needs one.
+_RULE_ID_TOKEN_RE = re.compile(r"r\d{4,}", re.IGNORECASE)
+_DEFAULT_RULE_ID_RE = re.compile(DEFAULT_RULE_ID_PATTERN)
+
+# The widest network a client_cidr key may name, whoever wrote it (proposals, review edits,
+# hand-edited rule files). The generaliser proposes no wider than /24 and /48
+# (``generalise.Limits``); a person may widen by hand to a whole provider block (a /16 is
+# 65536 addresses; an IPv6 /32 is a whole ISP's allocation), no further: a wider network
+# takes in unrelated organisations and their mail servers.
+V4_WIDEST_PREFIX = 16
+V6_WIDEST_PREFIX = 32
+
+# Networks a blacklist rule may not touch: no Internet client connects from them, and our
+# own LAN (RFC 1918, CGNAT/VPN ranges) reaches Postfix through permit_mynetworks before any
+# map, so such a rule is pointless at best and a hazard if mynetworks is ever narrowed.
+# Documentation ranges (RFC 5737, RFC 3849) are allowed: samples and tests use them.
+_NOT_CLIENT_NETWORKS: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = (
+    (ipaddress.IPv4Network("0.0.0.0/8"), "'this network' (unspecified, RFC 1122)"),
+    (ipaddress.IPv4Network("10.0.0.0/8"), "private (RFC 1918)"),
+    (ipaddress.IPv4Network("100.64.0.0/10"), "shared address space (carrier-grade NAT, "
+                                             "RFC 6598)"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "loopback"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "link-local"),
+    (ipaddress.IPv4Network("172.16.0.0/12"), "private (RFC 1918)"),
+    (ipaddress.IPv4Network("192.168.0.0/16"), "private (RFC 1918)"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "multicast"),
+    (ipaddress.IPv4Network("240.0.0.0/4"), "reserved (and broadcast)"),
+    (ipaddress.IPv6Network("::/128"), "unspecified"),
+    (ipaddress.IPv6Network("::1/128"), "loopback"),
+    (ipaddress.IPv6Network("fc00::/7"), "unique local (private)"),
+    (ipaddress.IPv6Network("fe80::/10"), "link-local"),
+    (ipaddress.IPv6Network("ff00::/8"), "multicast"),
+)
+_V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+# Probes for catch-all regexes: names as different as a HELO or client name gets. A key
+# that matches every one of them (or the empty string) is no rule but a wall. Short and odd
+# ones first: the test stops at the first probe a key misses, so a key whose backtracking
+# grows with the length of a name (which the matcher would meet in the backtest anyway)
+# is usually let go on a short one.
+_NAME_PROBES = ("[192.0.2.1]", "a", "unknown", "localhost", "mail.example.com",
+                "dsl-198-51-100-7.dynamic.example.net")
+# ... and header values: the key's own header name is put before each.
+_HEADER_PROBES = ("hello", "=?UTF-8?B?SGk=?=", "Re: meeting tomorrow",
+                  "Alice <alice@example.org>", "<20260105.1234@mail.example.com>")
+
+
 def pcre_literal(text: str, anchored: bool = True) -> str:
     """A regex matching ``text`` literally (whole key when anchored). Everything but letters,
     digits, ``-`` and ``_`` becomes an escape, so the pattern has no white space, no
@@ -73,14 +123,20 @@ def validate_key(kind: RuleKind, key: str, *,
     - any kind: UTF-8 text (no escaped byte that is not part of UTF-8, no lone surrogate:
       Postfix refuses lookup keys that are not UTF-8, so such a rule never matches).
     - client_cidr: an IPv4/IPv6 address or network; host bits are cleared ("192.0.2.9/24" ->
-      "192.0.2.0/24"), a bare address gets /32 or /128; no zone id, no IPv4-mapped networks.
+      "192.0.2.0/24"), a bare address gets /32 or /128; no zone id, no IPv4-mapped networks;
+      no wider than ``V4_WIDEST_PREFIX`` (/16) or ``V6_WIDEST_PREFIX`` (/32); nothing that
+      overlaps loopback, private (RFC 1918, IPv6 unique local), shared (CGNAT), link-local,
+      unspecified, multicast or reserved space (IPv6: outside global unicast 2000::/3).
     - client_name, helo, header: a regex in the subset where Python's re and PCRE agree:
       printable ASCII only (use \\xHH escapes, whose byte runs must be UTF-8), compiles in
       Python and, as far as ``pcre_subset.pcre2_refusal`` can tell, in PCRE2 (repeat counts
       up to 65535, no POSIX collating elements, nesting and size within PCRE2's limits),
       none of the constructs in ``pcre_subset.unsafe_construct``; a header key starts with
-      ``^Name:``. ``verify_pcre(regex)`` (e.g. ``install.Postfix.pcre_error``, which asks
-      the real postmap) may add its refusal: it returns an error message or None.
+      ``^Name:``; no catch-all (``_refuse_catch_all``: a name regex that matches the empty
+      string or every one of a few very different names, a header regex that matches every
+      one of a few very different values of its header). ``verify_pcre(regex)`` (e.g.
+      ``install.Postfix.pcre_error``, which asks the real postmap) may add its refusal: it
+      returns an error message or None.
     - sender_domain: a lower-case DNS name of LDH labels with at least one dot.
     """
     if not isinstance(key, str) or not key:
@@ -123,11 +179,36 @@ def _validate_regex(kind: RuleKind, key: str,
         re.compile(key, re.ASCII)
     except (re.error, OverflowError, RecursionError) as exc:
         raise RuleError(f"bad {kind} regex {key!r}: {exc}") from exc
+    _refuse_catch_all(kind, key)
     if verify_pcre is not None:
         err = verify_pcre(_escape_delimiter(key))
         if err:
             raise RuleError(f"postmap refuses the {kind} regex {key!r}: {err}")
     return key
+
+
+def _refuse_catch_all(kind: RuleKind, key: str) -> None:
+    """Raise RuleError for a regex that would match (nearly) every lookup, as Postfix
+    matches it (caseless, unanchored search). Deliberately a concrete, conservative test:
+    a name regex is refused when it matches the empty string (``.*``, ``^``, ``(?:)``,
+    ``x?`` ...: it can match without reading a character of the name) or all of
+    ``_NAME_PROBES``; a header regex when it matches ``Name: value`` for all of
+    ``_HEADER_PROBES``. A real rule names a pool, a domain or a text, so it misses most
+    of them."""
+    rx = compile_pcre(key, where=f"{kind} key")
+    if kind is RuleKind.HEADER:
+        name = key[1:].partition(":")[0]
+        if all(rx.search(f"{name}: {v}") for v in _HEADER_PROBES):
+            raise RuleError(f"{kind} regex {key!r} matches every {name} header tried "
+                            f"({len(_HEADER_PROBES)} very different values): a catch-all "
+                            "would refuse most mail")
+        return
+    if rx.search(""):
+        raise RuleError(f"{kind} regex {key!r} matches the empty string: such a regex "
+                        "matches every name (as '.*' or '^' do) or, like '^$', none")
+    if all(rx.search(v) for v in _NAME_PROBES):
+        raise RuleError(f"{kind} regex {key!r} matches every name tried "
+                        f"({' '.join(_NAME_PROBES)}): a catch-all would refuse most mail")
 
 
 def _validate_cidr(key: str) -> str:
@@ -140,6 +221,18 @@ def _validate_cidr(key: str) -> str:
     if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(
             ipaddress.IPv6Network("::ffff:0:0/96")):
         raise RuleError(f"IPv4-mapped network never matches an IPv4 client: {key!r}")
+    widest = V4_WIDEST_PREFIX if net.version == 4 else V6_WIDEST_PREFIX
+    if net.prefixlen < widest:
+        raise RuleError(f"network {net.with_prefixlen} is too wide: a client_cidr rule may "
+                        f"name at most a /{widest} ({key!r})")
+    for special, what in _NOT_CLIENT_NETWORKS:
+        if special.version == net.version and net.overlaps(special):
+            raise RuleError(f"network {net.with_prefixlen} overlaps {special.with_prefixlen}, "
+                            f"{what}: no Internet client connects from there ({key!r})")
+    if isinstance(net, ipaddress.IPv6Network) and not net.subnet_of(_V6_GLOBAL_UNICAST):
+        raise RuleError(f"network {net.with_prefixlen} is outside IPv6 global unicast "
+                        f"{_V6_GLOBAL_UNICAST} (reserved): no Internet client connects from "
+                        f"there ({key!r})")
     return net.with_prefixlen
 
 
@@ -159,7 +252,8 @@ def _escape_delimiter(regex: str) -> str:
 
 
 def render_action(action: Action, rid: str) -> str:
-    """``REJECT 5.7.1 blocked by rule R0042`` or ``WARN trial rule R0042``."""
+    """``REJECT 5.7.1 blocked by rule R0042`` or ``WARN trial rule R0042``. The text may
+    hold no rule id (``rid`` is appended; the first id in a log line is the one credited)."""
     if action.verb is Verb.WARN:
         return f"WARN trial rule {rid}"
     if not _STATUS_RE.match(action.status):
@@ -167,6 +261,11 @@ def render_action(action: Action, rid: str) -> str:
     if not _ACTION_TEXT_RE.match(action.text):
         # no '$' (pcre substitution), no newline, nothing Postfix could read as a second verb
         raise RuleError(f"{rid}: reject text must be plain printable text: {action.text!r}")
+    found = _DEFAULT_RULE_ID_RE.search(action.text) or _RULE_ID_TOKEN_RE.search(action.text)
+    if found:
+        # the log reader and MapSet take the first id in the line: this one, not ``rid``
+        raise RuleError(f"{rid}: reject text must not name a rule id ({found.group(0)!r}): "
+                        f"the emitter appends 'by rule {rid}' itself: {action.text!r}")
     return f"REJECT {action.status} {action.text} by rule {rid}"
 
 
