@@ -161,14 +161,20 @@ def test_overlapping_rules_are_noted_not_refused() -> None:
     assert len(shadowed) == 3
 
 
-@pytest.mark.postfix
-def test_overlap_cli_writes_the_maps(tmp_path: Path) -> None:
-    """Reproducer overlap/: `triage emit --out` refused to write anything."""
+def _overlap_config(tmp_path: Path) -> Path:
+    """A triage.toml whose rulebook holds ``_overlap_rules`` (postmap required)."""
     require_postmap()
     save_rules(tmp_path / "rules", _overlap_rules())
     cfg = tmp_path / "triage.toml"
     cfg.write_text(f'state_dir = "{tmp_path}"\npostfix_dir = "{tmp_path}/maps"\n'
                    f'postfix_command = "true"\npostfix_config_dir = "{config_dir()}"\n')
+    return cfg
+
+
+@pytest.mark.postfix
+def test_overlap_cli_writes_the_maps(tmp_path: Path) -> None:
+    """Reproducer overlap/: `triage emit --out` refused to write anything."""
+    cfg = _overlap_config(tmp_path)
     res = CliRunner().invoke(app, ["emit", "--config", str(cfg), "--out",
                                    str(tmp_path / "out")])
     assert res.exit_code == 0, (res.output, res.exception)
@@ -558,11 +564,7 @@ def test_non_utf8_evidence_is_a_note() -> None:
 @pytest.mark.postfix
 def test_emit_install_twice_says_unchanged(tmp_path: Path) -> None:
     """A second `triage emit --install` of the same rules writes nothing and says so."""
-    require_postmap()
-    save_rules(tmp_path / "rules", _overlap_rules())
-    cfg = tmp_path / "triage.toml"
-    cfg.write_text(f'state_dir = "{tmp_path}"\npostfix_dir = "{tmp_path}/maps"\n'
-                   f'postfix_command = "true"\npostfix_config_dir = "{config_dir()}"\n')
+    cfg = _overlap_config(tmp_path)
     args = ["emit", "--config", str(cfg), "--install"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, (first.output, first.exception)
