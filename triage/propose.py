@@ -34,7 +34,7 @@ from triage.generalise import (
 from triage.model import Evidence, Rule, RuleKind, RuleState, rule_id
 from triage.shield import IPNetwork, Shield, build_shield, own_infrastructure
 
-__all__ = ["Proposals", "ProposeOptions", "featured", "propose", "select"]
+__all__ = ["Proposals", "ProposeOptions", "featured", "propose", "refusing_ham", "select"]
 
 Progress = Callable[[str], None]
 
@@ -137,13 +137,27 @@ def propose(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = None
                        * tested["kind"].map(KIND_WEIGHT)).round(3)
     chosen = select(tested, hits, opts)
     rules = _rules(tested, chosen, hits, spam, labels, opts)
-    unsafe = confirm_no_ham(rules, ham, mynetworks=shield.own_networks)
+    unsafe = refusing_ham(rules, ham, mynetworks=shield.own_networks)
     rules = [r for r in rules if r.id not in unsafe]
     tested["selected"] = tested["cand"].isin(chosen)
     tested["reason"] = np.where(tested["ham_hits"] > 0, "hits ham",
                                 np.where(tested["selected"], "selected", "not needed"))
     say(f"{len(rules)} proposals")
     return Proposals(rules, tested, table, labels, shield)
+
+
+def refusing_ham(rules: Sequence[Rule], ham: pd.DataFrame, *,
+                 mynetworks: Sequence[IPNetwork] = ()) -> set[str]:
+    """Ids of every rule among ``rules`` that refuses some ham row. ``confirm_no_ham`` names
+    the first rule that refuses each row (Postfix order); a second rule refusing the same
+    row is found once the first is set aside, so repeat until no rule refuses ham."""
+    unsafe: set[str] = set()
+    while True:
+        found = confirm_no_ham([r for r in rules if r.id not in unsafe], ham,
+                               mynetworks=mynetworks)
+        if not found:
+            return unsafe
+        unsafe |= found
 
 
 def select(tested: pd.DataFrame, hits: pd.DataFrame, opts: ProposeOptions) -> list[int]:
@@ -179,8 +193,10 @@ def select(tested: pd.DataFrame, hits: pd.DataFrame, opts: ProposeOptions) -> li
         if s < -neg - 1e-9:          # stale: push back with its current gain
             heapq.heappush(heap, (-s, key, c))
             continue
-        if gain < opts.limits.min_messages or s <= 0:
+        if s <= 0:                   # every other candidate scores no more
             break
+        if gain < opts.limits.min_messages:
+            continue                 # its gain only shrinks: drop it, not the ones below
         chosen.append(c)
         covered |= by_cand[c]
     return chosen

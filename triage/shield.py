@@ -196,6 +196,13 @@ class Shield:
             return f"allowlist: {self.allowlist.rdns[domain]}"
         if domain in self.allowlist.domains:
             return f"allowlist: {self.allowlist.domains[domain]}"
+        for pattern in self.relay_names:
+            # An exact relay name is a ham name (a pattern must not match it); a glob names
+            # hosts no list holds, so no pattern may be anchored on its domain at all.
+            labels = pattern.split(".")
+            globbed = [i for i, lb in enumerate(labels) if any(c in lb for c in "*?[")]
+            if globbed and registered_domain(".".join(labels[globbed[-1] + 1:])) == domain:
+                return f"our relays' domain ({pattern})"
         return None
 
     def network_reason(self, net: IPNetwork) -> str | None:
@@ -292,6 +299,7 @@ def build_shield(ham: pd.DataFrame, *, logs: object | None = None,
         rdns_domains=_set(h["rdns_domain"]) | _set(registered_domain(n) for n in log["names"]),
         ham_helos=_set(h["helo"]) | log["helos"] | exact_relays,
         domains=(_set(h["sender_domain"]) | _set(h.get("from_domain", ()))
+                 | _set(registered_domain(str(d)) for d in _set(h.get("from_domain", ())))
                  | _set(registered_domain(d) for d in dkim) | _set(sender_domains)
                  | log["domains"]),
         ham_senders=_set(h["envelope_sender"]) | log["senders"],

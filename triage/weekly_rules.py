@@ -73,7 +73,10 @@ class ProposalReport:
 
 
 def iso_week(t: datetime | pd.Timestamp) -> str:
-    """``2025-W41`` for a time (the history's partition names)."""
+    """``2025-W41`` for a time (the history's partition names: ISO weeks in UTC, so a time
+    in another zone is converted first)."""
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC)
     return t.strftime("%G-W%V")
 
 
