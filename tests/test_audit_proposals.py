@@ -101,3 +101,14 @@ def test_no_name_rule_on_the_domain_of_relays_given_by_glob() -> None:
     opts = ProposeOptions(trusted_relays=("gw*.edge.example",))
     keys = [(r.kind.value, r.key) for r in propose(spam, ham, options=opts).rules]
     assert not [k for k in keys if k[0] in ("client_name", "helo") and "edge" in k[1]]
+
+
+def test_shipped_allowlist_covers_the_big_providers_country_domains() -> None:
+    """The samples' spam proposed a sender rule on yahoo.ca: a provider's country domain
+    carries its users' mail like the .com one."""
+    from triage.shield import build_shield
+
+    s = build_shield(frame([]))
+    for domain in ("yahoo.ca", "mail.yahoo.com.au", "hotmail.it", "live.fr", "aol.co.uk"):
+        assert s.domain_reason(domain), domain
+    assert s.domain_reason("yahoo-mail.example") is None
