@@ -260,6 +260,57 @@ _TAIL_READ = "^" + lk.TAIL
 _TAIL_FIELDS = frozenset({"sender", "recipient", "proto", "helo"})
 
 
+# A reject text may hold a value of the tail as its object ("<HELO>: Helo command rejected"),
+# and the HELO, sender and recipient are the client's text: a HELO like
+# 'x; from=<ceo@bank.example> proto=ESMTP helo=<y' puts a second place where TAIL matches
+# through the end of the line inside the object, left of the real tail. A line whose rest
+# holds one of "proto=", "from=<", "to=<", "helo=<" more than once (never, in an ordinary
+# line; a fake tail needs one of them and a real one has each at most once) has its
+# candidate tails (leftmost first, up to _TAIL_CANDIDATES) scored: a text whose object is
+# exactly one of the candidate's sender, recipient or HELO scores that value's length + 1, a
+# text with no object 0, one with an object that is none of them -1 (a split inside it). The best
+# score wins, the leftmost among equals: a fake tail inside the object leaves a shorter
+# object (or none that matches); one inside the trailing HELO cannot beat the real tail's.
+_TAIL_CANDIDATES = 6
+_REPEATED_MARK = "(?s)" + "|".join(f"{m}.*{m}" for m in ("proto=", "from=<", "to=<", "helo=<"))
+# Postfix writes "; " between the text and its tail: the candidates after the leftmost one
+# start there (a tail found without it would only repeat one found with it).
+_TAIL_NEXT = (r"; (?:from=<.*?>,? )?(?:to=<.*?>,? )?proto=[A-Za-z]+,?(?: helo=<.*>)?$")
+_CODES_RE = r"^(?:[245][0-9][0-9] )?(?:[245]\.[0-9]{1,3}\.[0-9]{1,3} )?"
+
+
+def _tail_choice_stages() -> list[list[pl.Expr]]:
+    """"_at" moved to the best scoring candidate tail, for lines with a repeated tail mark."""
+    rest = pl.col("_rest")
+    stages: list[list[pl.Expr]] = [[
+        pl.when(rest.str.contains(_REPEATED_MARK)).then(pl.col("_at")).alias("_a0")]]
+    pending: list[pl.Expr] = []  # candidate k's score, computed with candidate k + 1
+    for k in range(_TAIL_CANDIDATES):
+        a = pl.col(f"_a{k}")
+        tail = rest.str.slice(a).str.extract_groups(_TAIL_READ).alias(f"_c{k}")
+        body = rest.str.slice(0, a).str.replace(_CODES_RE, "").alias(f"_b{k}")
+        step = [tail, body, *pending]
+        if k + 1 < _TAIL_CANDIDATES:
+            step.append((a + 1 + rest.str.slice(a + 1).str.find(_TAIL_NEXT))
+                        .alias(f"_a{k + 1}"))
+        stages.append(step)
+        c, b = pl.col(f"_c{k}").struct, pl.col(f"_b{k}")
+        score: pl.Expr = pl.when(~b.str.starts_with("<")).then(pl.lit(0))
+        for f in ("sender", "recipient", "helo"):
+            value = c.field(f)
+            hit = b.str.starts_with(pl.concat_str([pl.lit("<"), value, pl.lit(">: ")]))
+            score = pl.when(hit.fill_null(False)).then(
+                pl.max_horizontal(value.str.len_chars() + 1, score.fill_null(-1)))\
+                .otherwise(score)
+        pending = [pl.when(a.is_not_null()).then(score.fill_null(-1)).alias(f"_s{k}")]
+    stages.append(pending)
+    scores = [pl.col(f"_s{k}") for k in range(_TAIL_CANDIDATES)]
+    stages.append([pl.max_horizontal(scores).alias("_best")])
+    stages.append([pl.coalesce(*[pl.when(s == pl.col("_best")).then(pl.col(f"_a{k}"))
+                                 for k, s in enumerate(scores)], pl.col("_at")).alias("_at")])
+    return stages
+
+
 def _text_tail_stages() -> list[list[pl.Expr]]:
     """text and the tail's fields. The tail is read with TAIL_FAST (one pass) where that
     matches with a helo ending in ">" (the fields are then the same as TAIL's); the other
@@ -269,6 +320,7 @@ def _text_tail_stages() -> list[list[pl.Expr]]:
     helo = fast.field("helo")
     return [
         [rest.str.find(_TAIL_FIND).alias("_at")],
+        *_tail_choice_stages(),
         [pl.when(at.is_null()).then(rest).otherwise(rest.str.slice(0, at)).alias("text"),
          rest.str.slice(at).alias("_ts")],
         [pl.col("_ts").str.extract_groups(lk.TAIL_FAST).alias("_tf")],
@@ -299,7 +351,8 @@ def _finish_stages(kind: lk.LineKind, fields_in: tuple[str, ...],
         stages.extend(_text_tail_stages())
         fields = [*fields, "text", *sorted(_TAIL_FIELDS)]
     if kind.reject_text and "text" in fields:
-        stages.extend(_reject_text_stages("object" in fields, rule_id_pattern))
+        stages.extend(_reject_text_stages("object" in fields, rule_id_pattern,
+                                          has_tail="helo" in fields and "object" not in fields))
     if kind.name == "delivery":
         stages.append([pl.col("response").str.extract(
             r"(?:queued|forwarded) as ([0-9A-Za-z]+)\)?[ \t]*$", 1).alias("next_queue_id")])
@@ -321,7 +374,11 @@ def _finish_stages(kind: lk.LineKind, fields_in: tuple[str, ...],
     return stages
 
 
-def _reject_text_stages(has_object: bool, rule_id_pattern: str) -> list[list[pl.Expr]]:
+_OBJECT_FIELDS = ("helo", "recipient", "sender")
+
+
+def _reject_text_stages(has_object: bool, rule_id_pattern: str, has_tail: bool = False
+                        ) -> list[list[pl.Expr]]:
     """code / enhanced_code / object / reason of a reject text, then its reason class and
     rule id. Only the short leading parts are captured (capture cost grows with length); the
     reason is the rest of the text, sliced off after them."""
@@ -332,10 +389,27 @@ def _reject_text_stages(has_object: bool, rule_id_pattern: str) -> list[list[pl.
     split = [code.alias("code"), enhanced.alias("enhanced_code"),
              (pl.coalesce("object", obj) if has_object else obj).alias("object"),
              pl.col("text").str.slice(skip).alias("reason")]
+    stages = [[pl.col("text").str.extract_groups(_TEXT_RE).alias("_t")]]
+    if has_tail:
+        # an object with a ">" in it ('<"a>b"@example.org>: ', a HELO holding "<...>") is
+        # not read (or is cut short) by _TEXT_RE: it is the tail's sender, recipient or HELO
+        # that the text after the codes starts with, in "<...>: " (the longest, if several)
+        codes = (code.str.len_chars().fill_null(-1) + 1
+                 + enhanced.str.len_chars().fill_null(-1) + 1)
+        unsure = obj.is_null() | (pl.col("text").str.count_matches(">: ", literal=True) > 1)
+        body = pl.when(unsure).then(pl.col("text").str.slice(codes))
+        lens = [pl.when(body.str.starts_with(pl.concat_str([pl.lit("<"), pl.col(f),
+                                                            pl.lit(">: ")])))
+                .then(pl.col(f).str.len_chars()) for f in _OBJECT_FIELDS]
+        stages.append([pl.max_horizontal(lens).alias("_ol")])
+        found = pl.coalesce(*[pl.when(n == pl.col("_ol")).then(pl.col(f))
+                              for n, f in zip(lens, _OBJECT_FIELDS, strict=True)])
+        stages.append([pl.col("_t").struct.with_fields(
+            pl.coalesce(found, pl.field("object")).alias("object"))])
     action_class = (pl.when(pl.col("kind") == "milter").then(pl.lit("milter"))
                     .when(pl.col("kind") == "check").then(pl.col("object")))
     return [
-        [pl.col("text").str.extract_groups(_TEXT_RE).alias("_t")],
+        *stages,
         split,
         [pl.concat_str([pl.col("reason").fill_null(""), pl.lit(" "),
                         pl.col("object").fill_null("")]).alias("_probe"),

@@ -164,7 +164,7 @@ def _k(name: str, daemons: str, words: str, pattern: str, **kw: object) -> LineK
 
 SMTPD = "smtpd"
 DELIVERY = "smtp lmtp local virtual pipe error retry discard qmgr"
-ACTIONS = "reject warn hold discard filter redirect reject_warning prepend"
+ACTIONS = "reject warn hold discard filter redirect reject_warning prepend bcc"
 
 KINDS: tuple[LineKind, ...] = (
     _k("connect", SMTPD, "connect", rf"^connect from {CLIENT}$"),
@@ -185,20 +185,25 @@ KINDS: tuple[LineKind, ...] = (
     # The from/to/proto/helo tail is missing on some postscreen lines ("too many connections").
     _k("reject", "smtpd postscreen", ACTIONS,
        rf"^{QID_OR_NOQUEUE}: (?P<action>reject|warn|hold|discard|filter|redirect|"
-       rf"reject_warning|prepend): {STAGE} from {CLIENT}: ", reject_text=True,
+       rf"reject_warning|prepend|bcc): {STAGE} from {CLIENT}: ", reject_text=True,
        text_tail=True,
        fast=rf"^{QID_OR_NOQUEUE_FAST}: (?P<action>re(?:ject(?:_warning)?|direct)|warn|hold|"
-       rf"discard|filter|prepend): {STAGE_FAST} from {CLIENT_FAST}:"
+       rf"discard|filter|prepend|bcc): {STAGE_FAST} from {CLIENT_FAST}:"
        r"(?:(?P<client_port>[0-9]+):)? "),
     _k("milter", "smtpd cleanup", "milter-reject milter-discard milter-hold milter-tempfail",
        rf"^{QID_OR_NOQUEUE}: milter-(?P<action>reject|discard|hold|tempfail): {STAGE} from "
        rf"{CLIENT}: (?P<text>.*?){TAIL}", reject_text=True),
-    # cleanup header_checks / body_checks / milter actions on a queued message
+    # cleanup header_checks / body_checks / milter actions on a queued message. The header
+    # (or body line) is the sender's text and comes first: it is read up to the LAST place
+    # where the rest of the line reads as the client and from/to/proto/helo, so a header
+    # holding " from a[192.0.2.1]; from=<ceo@...> ...: rule R0001" cannot set the sender,
+    # client or the text (whose rule id is credited); the text is the operator's own.
+    # "to=<...>" is missing while cleanup knows no recipient yet (sendmail -t).
     _k("check", "cleanup", "reject warning hold discard replace prepend redirect filter info bcc",
        rf"^{QID}: (?P<action>reject|warning|hold|discard|replace|prepend|redirect|filter|info|"
-       r"bcc): (?P<object>header|body|mime-header|nested-header) (?P<detail>.*?) from "
+       r"bcc): (?P<object>header|body|mime-header|nested-header) (?P<detail>.*) from "
        r"(?P<client_name>[^\[ \t;]*)(?:\[(?P<client_ip>[^\] \t]*)\](?::[0-9]+)?)?; "
-       r"from=<(?P<sender>.*?)> to=<(?P<recipient>.*?)>(?: proto=(?P<proto>[A-Za-z]+))?"
+       r"from=<(?P<sender>.*?)>(?: to=<(?P<recipient>.*?)>)?(?: proto=(?P<proto>[A-Za-z]+))?"
        r"(?: helo=<(?P<helo>[^>]*)>)?(?:: (?P<text>.*))?$", reject_text=True),
     _k("message_id", "cleanup", "message-id resent-message-id",
        rf"^{QID}: (?:resent-)?message-id=<?(?P<message_id>.*?)>?$",
@@ -212,15 +217,17 @@ KINDS: tuple[LineKind, ...] = (
        rf"^{QID}: from=<(?P<sender>.*?)>, status=(?P<status>expired|force-expired), "
        r"returned to sender$"),
     _k("removed", "qmgr", "removed", rf"^{QID}: removed$", fast=rf"^{QID_FAST}: removed$"),
+    # status: sent, deferred, bounced, expired ... and the address verification probe's
+    # "deliverable" / "undeliverable" / "undeliverable-but-not-cached"
     _k("delivery", DELIVERY, "to",
        rf"^{QID}: to=<(?P<recipient>.*?)>,(?: orig_to=<(?P<orig_recipient>.*?)>,)? "
        r"relay=(?P<relay>[^,]*),(?: conn_use=[0-9]+,)? delay=(?P<delay>[0-9.]+),"
        r"(?: delays=(?P<delays>[0-9./]+),)? dsn=(?P<dsn>[0-9]\.[0-9]{1,3}\.[0-9]{1,3}), "
-       r"status=(?P<status>[a-z]+)(?: \((?P<response>.*)\))?$",
+       r"status=(?P<status>[a-z-]+)(?: \((?P<response>.*)\))?$",
        fast=rf"^{QID_FAST}: to=<(?P<recipient>[^>\n]*)>, "
        r"(?:orig_to=<(?P<orig_recipient>[^>\n]*)>, )?relay=(?P<relay>[^,]*), "
        r"(?:conn_use=[0-9]+, )?delay=(?P<delay>[0-9.]+), d(?:elays=(?P<delays>[0-9./]+), d)?"
-       r"sn=(?P<dsn>[0-9]\.[0-9]{1,3}\.[0-9]{1,3}), status=(?P<status>[a-z]+)"
+       r"sn=(?P<dsn>[0-9]\.[0-9]{1,3}\.[0-9]{1,3}), status=(?P<status>[a-z-]+)"
        r"(?: \((?P<response>.*))?$", fast_suffix=("response", ")")),
     _k("bounce_notice", "bounce", "sender postmaster",
        rf"^{QID}: (?P<detail>(?:sender|postmaster) (?:non-delivery|delivery status|delay|"
@@ -273,8 +280,11 @@ KINDS: tuple[LineKind, ...] = (
     _k("ps_command_limit", "postscreen", "COMMAND",
        rf"^COMMAND (?P<detail>COUNT|TIME|LENGTH|PIPELINING) LIMIT from {PS_CLIENT}"
        r"(?: after (?P<stage>.*))?$"),
-    _k("ps_protocol", "postscreen", "BARE NON-SMTP",
-       rf"^(?P<detail>BARE NEWLINE|NON-SMTP COMMAND) from {PS_CLIENT}(?: after .*)?$"),
+    # postscreen's deep protocol tests (pipelining, bare newline, non-SMTP command) and
+    # its refusal of DATA/BDAT ("... without valid RCPT from [addr]:port")
+    _k("ps_protocol", "postscreen", "BARE NON-SMTP COMMAND DATA BDAT",
+       r"^(?P<detail>BARE NEWLINE|NON-SMTP COMMAND|COMMAND PIPELINING|"
+       rf"(?:DATA|BDAT) without valid RCPT) from {PS_CLIENT}(?: after .*)?$"),
     _k("ps_disconnect", "postscreen", "DISCONNECT", rf"^DISCONNECT {PS_CLIENT}$"),
     _k("dnsblog", "dnsblog", "addr",
        r"^addr (?P<client_ip>[^ \t]+) listed by domain (?P<domain>[^ \t]+) "
@@ -282,12 +292,14 @@ KINDS: tuple[LineKind, ...] = (
     # policyd-spf: "prepend Received-SPF: Pass (mailfrom) identity=..." (its action line) and
     # "Pass; identity=..." (its result line, older versions or debugLevel settings).
     # Debian's policyd-spf (2.0) writes an empty queue-id field first: "policyd-spf[235]: : ...".
+    # The HELO is the client's text and may hold "; envelope-from=...; receiver=...": it runs
+    # to the last "; envelope-from=" (the fast pattern leaves a HELO with a ";" to this one).
     _k("spf", "policyd-spf",
        "prepend Pass Fail Softfail SoftFail Neutral None Temperror TempError Permerror PermError",
        r"^(?:: )?(?:prepend Received-SPF: )?(?P<result>Pass|Fail|Softfail|SoftFail|Neutral|None|"
        r"Temperror|TempError|Permerror|PermError)(?: \([^)]*\))?;? "
        r"identity=(?P<identity>[0-9A-Za-z_]+); "
-       r"client-ip=(?P<client_ip>[^; \t]+); helo=(?P<helo>[^;]*); "
+       r"client-ip=(?P<client_ip>[^; \t]+); helo=(?P<helo>(?s:.*)); "
        r"envelope-from=(?P<sender>[^;]*); receiver=(?P<recipient>[^;]*?)[ \t]*$",
        fast=r"^(?:: )?(?:prepend Received-SPF: )?(?P<result>P(?:ass|erm(?:error|Error))|Fail|"
        r"Soft(?:fail|Fail)|N(?:eutral|one)|Temp(?:error|Error))(?:; | (?:\([^)]*\);? )?)"
