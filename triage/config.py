@@ -7,7 +7,9 @@ Relative paths in a config file are relative to the file's directory.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,8 @@ from pathlib import Path
 from triage.errors import ConfigError
 
 DEFAULT_RULE_ID_PATTERN = r"\brule (R\d{4,})\b"
+# The table types `sender_table` may name (triage.model.TableType's for the sender map).
+SENDER_TABLES = ("hash", "texthash")
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ def find_config(explicit: str | Path | None = None) -> Path | None:
     """Return the config file to use, or None for built-in defaults."""
     if explicit:
         p = Path(explicit).expanduser()
+        if p.is_dir():
+            raise ConfigError("is a directory, not a config file", file=p)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         return p
@@ -116,9 +122,18 @@ def load_config(explicit: str | Path | None = None) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=path) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not valid TOML: not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start})", file=path) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
     section = data.get("triage", data)
+    if not isinstance(section, dict):
+        raise ConfigError("'triage' must be a table ([triage]) of settings", file=path)
+    if section is not data and set(data) - {"triage"}:
+        # settings outside [triage] would be ignored without a word
+        raise ConfigError("settings outside the [triage] table: "
+                          f"{', '.join(sorted(set(data) - {'triage'}))}", file=path)
     kwargs: dict[str, object] = {"source": path.resolve()}
     unknown = (set(section) - set(_LIST_KEYS) - set(_PATH_KEYS) - set(_STR_KEYS)
                - set(_NUM_KEYS) - set(_BOOL_KEYS))
@@ -138,10 +153,12 @@ def load_config(explicit: str | Path | None = None) -> Config:
             if not isinstance(section[key], str):
                 raise ConfigError(f"setting '{key}' must be a string", file=path)
             kwargs[key] = section[key]
+    _check_strings(kwargs, path)
     for key in _NUM_KEYS:
         if key in section:
             val = section[key]
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0:
+            if (isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0
+                    or not math.isfinite(val)):
                 raise ConfigError(f"setting '{key}' must be a non-negative number", file=path)
             if key == "log_year" and not 1970 <= val <= 9999:
                 raise ConfigError("setting 'log_year' must be a year such as 2025", file=path)
@@ -158,6 +175,47 @@ def load_config(explicit: str | Path | None = None) -> Config:
                 raise ConfigError(f"setting '{key}' must be a path string", file=path)
             cfg = _replace(cfg, key, Path(cfg.resolve(section[key])))
     return cfg
+
+
+def _check_strings(settings: dict[str, object], path: Path) -> None:
+    """The string settings that are read much later (a parse, an emit) checked now, so a
+    wrong value is one line naming this file rather than a traceback from deep inside."""
+    zone = settings.get("log_timezone")
+    if isinstance(zone, str) and zone:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(zone)
+        except (ValueError, OSError, LookupError) as exc:  # ZoneInfoNotFoundError: KeyError
+            raise ConfigError(f"setting 'log_timezone': unknown time zone {zone!r} (use an "
+                              "IANA name such as 'UTC' or 'Europe/Berlin')", file=path) from exc
+    pattern = settings.get("rule_id_pattern")
+    if isinstance(pattern, str):
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as exc:
+            raise ConfigError(f"setting 'rule_id_pattern' is not a valid regular expression: "
+                              f"{exc}", file=path) from exc
+        if groups < 1:
+            raise ConfigError("setting 'rule_id_pattern' needs a group around the rule id, "
+                              r"as in 'rule (R\d{4,})'", file=path)
+        if pattern != DEFAULT_RULE_ID_PATTERN:
+            # the log reader matches it with polars (Rust's regex: no look-around and no
+            # backreferences), the emitter with Python's re: it must suit both
+            import polars as pl
+
+            try:
+                pl.Series([""]).str.extract(pattern, 1)
+            except pl.exceptions.PolarsError as exc:
+                why = [ln.strip() for ln in str(exc).splitlines()
+                       if ln.strip().startswith("error:")]
+                raise ConfigError("setting 'rule_id_pattern' is not a regular expression the "
+                                  "log reader can use (" + (why[0] if why else "unsupported "
+                                  "syntax") + ")", file=path) from exc
+    table = settings.get("sender_table")
+    if table is not None and table not in SENDER_TABLES:
+        raise ConfigError(f"setting 'sender_table' must be one of {', '.join(SENDER_TABLES)}",
+                          file=path)
 
 
 def _replace(cfg: Config, key: str, value: Path) -> Config:

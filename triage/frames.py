@@ -300,7 +300,12 @@ def _hit_rows(rejects: pd.DataFrame) -> pl.DataFrame:
     cols = [c for c in ("time", "rule_id", "action") if c in rejects]
     if rejects.empty or len(cols) < 3:
         return pl.DataFrame()
-    return pl.from_pandas(rejects[cols].astype({"rule_id": object, "action": object}))
+    rows = rejects[cols].astype({"rule_id": object, "action": object})
+    # in UTC, as the other frames place their rows in weeks (a log read in its own zone
+    # would otherwise put a hit near midnight on Sunday into the next or previous week);
+    # rows without a time have no week and are left out, as everywhere else
+    rows = rows.assign(time=pd.to_datetime(rows["time"], utc=True, errors="coerce"))
+    return pl.from_pandas(rows[rows["time"].notna()])
 
 
 def rule_hits(h: HistoryLike) -> pd.DataFrame:

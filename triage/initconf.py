@@ -46,12 +46,11 @@ def procmail_folders(text: str, home: Path) -> tuple[list[str], str | None]:
             continue
         m = _ASSIGN.match(line)
         if m:
-            value = m.group(2).strip("\"'").replace("$HOME", str(home)).replace("${HOME}",
-                                                                                 str(home))
+            value = _expand(m.group(2), home, maildir)
             if m.group(1) == "MAILDIR":
-                maildir = value.replace("$MAILDIR", maildir)
+                maildir = value
             else:
-                default = _folder(value.replace("$MAILDIR", maildir), maildir)
+                default = _folder(value, maildir)
             continue
         if line.startswith(":0"):
             in_recipe = True
@@ -59,9 +58,18 @@ def procmail_folders(text: str, home: Path) -> tuple[list[str], str | None]:
         if in_recipe and line.startswith("*"):
             continue
         if in_recipe and not line.startswith(("|", "!", "{", "}")):
-            folders.append(_folder(line.replace("$MAILDIR", maildir), maildir))
+            folders.append(_folder(_expand(line, home, maildir), maildir))
         in_recipe = False
     return list(dict.fromkeys(folders)), default
+
+
+def _expand(value: str, home: Path, maildir: str) -> str:
+    """A procmailrc value without its quotes, ``$HOME`` and ``$MAILDIR`` (also ``${...}``)
+    replaced."""
+    value = value.strip().strip("\"'")
+    for var, sub in (("HOME", str(home)), ("MAILDIR", maildir)):
+        value = value.replace("${" + var + "}", sub).replace("$" + var, sub)
+    return value
 
 
 def _folder(name: str, maildir: str) -> str:
@@ -136,11 +144,26 @@ def render(d: Detected, state_dir: str = "~/.local/share/triage",
            "# to this file. See docs/ARCHITECTURE.md.", ""]
     for key, value in values.items():
         note = d.notes.get(key)
-        out.append(f"# {_EXPLAIN[key]}" + (f" ({note})" if note else ""))
+        out.append(_comment(_EXPLAIN[key] + (f" ({note})" if note else "")))
         out.append(f"{key} = {value}")
         out.append("")
     return "\n".join(out)
 
 
 def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A TOML basic string: backslash, quote and every control character escaped (a raw
+    newline or control character in a path would make the file fail to load)."""
+    out = []
+    for ch in value:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _comment(text: str) -> str:
+    """One comment line, whatever ``text`` holds."""
+    return "# " + " ".join(text.split())

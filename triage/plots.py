@@ -60,10 +60,16 @@ def _week_axis(ax: Axes, weeks: Sequence[str], room: int = 6) -> None:
     step = max(1, int(np.ceil(len(weeks) / 16)))
     slant = len(weeks) / step > room
     ax.set_xticks(range(0, len(weeks), step))
-    ax.set_xticklabels(list(weeks)[::step], rotation=45 if slant else 0,
+    ax.set_xticklabels([_label(w) for w in list(weeks)[::step]], rotation=45 if slant else 0,
                        ha="right" if slant else "center")
     ax.set_xlim(-0.6, max(len(weeks), 1) - 0.4)
     ax.set_xlabel("ISO week (Monday to Sunday, UTC)")
+
+
+def _label(value: object) -> str:
+    """A data value as chart text, drawn as written: matplotlib reads ``$...$`` as math
+    (a lone or unbalanced ``$`` makes it raise), so the dollar signs are escaped."""
+    return str(value).replace("$", r"\$")
 
 
 def _nothing(ax: Axes, text: str) -> None:
@@ -116,7 +122,7 @@ def refused(weekly: pd.DataFrame) -> Figure:
     x, bottom = np.arange(len(weeks)), np.zeros(len(weeks))
     for reason in per.columns:
         values = per[reason].to_numpy()
-        ax.bar(x, values, bottom=bottom, label=str(reason), width=0.7)
+        ax.bar(x, values, bottom=bottom, label=_label(reason), width=0.7)
         bottom += values
     ax.set_ylabel("refused attempts per week")
     ax.grid(axis="y", alpha=0.3)
@@ -170,7 +176,7 @@ def auth_mix(auth: pd.DataFrame) -> Figure:
             bottom = np.zeros(len(weeks))
             for result in sorted(per.columns, key=_result_order):
                 bars = ax.bar(x, per[result].to_numpy(), bottom=bottom, width=0.75,
-                              color=_RESULT_COLOURS.get(result), label=result)
+                              color=_RESULT_COLOURS.get(result), label=_label(result))
                 seen.setdefault(result, Patch(color=bars.patches[0].get_facecolor()))
                 bottom += per[result].to_numpy()
             ax.set_title(f"{check.upper()} of {role_label}", fontsize=10)
@@ -180,7 +186,7 @@ def auth_mix(auth: pd.DataFrame) -> Figure:
             _week_axis(ax, weeks, room=3)
             if row == 0 or col != 1:
                 ax.set_xlabel("")
-    labels = ["not recorded" if r == "(none)" else r for r in seen]
+    labels = ["not recorded" if r == "(none)" else _label(r) for r in seen]
     fig.legend(list(seen.values()), labels, title="result", loc="outside right upper",
                fontsize=8)
     return fig
@@ -216,7 +222,7 @@ def campaigns(table: pd.DataFrame, weeks: Sequence[str] | None = None, top: int 
         ax.barh(yi, end - start + 0.8, left=start - 0.4, height=0.6, color=colour)
         ax.text(end + 0.5, yi, f"{size} msgs, {active} wk", va="center", fontsize=8)
     ax.set_yticks(y)
-    ax.set_yticklabels([f"{c} ({m})" for c, m in zip(rows["campaign"], rows["messages"],
+    ax.set_yticklabels([f"{_label(c)} ({m})" for c, m in zip(rows["campaign"], rows["messages"],
                                                       strict=True)], fontsize=8)
     ax.set_ylabel("campaign (messages)")
     ax.grid(axis="x", alpha=0.3)
@@ -247,7 +253,7 @@ def rule_hits(hits: pd.DataFrame, weeks: Sequence[str] | None = None) -> Figure:
             ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7,
                     color="white" if v > values.max() * 0.6 else "black")
     ax.set_yticks(range(len(grid.index)))
-    ax.set_yticklabels(grid.index, fontsize=8)
+    ax.set_yticklabels([_label(r) for r in grid.index], fontsize=8)
     ax.set_ylabel("rule id")
     _week_axis(ax, axis)
     fig.colorbar(image, ax=ax, label="hits per week")

@@ -133,6 +133,7 @@ def report_html(cfg: Config, weeks: int | None = None) -> str:
     chosen = available[-weeks:] if weeks else available
     history = load_history(cfg.state_dir, chosen)
     rules = list(load_rulebook(cfg.rulebook_dir()))
-    tr = trends(history, rules, my_hostnames=cfg.my_hostnames)
+    tr = trends(history, rules, my_hostnames=cfg.my_hostnames,
+                allowlist_files=cfg.allowlist_files())
     title = f"triage: spam trends, {len(chosen)} week{'s' if len(chosen) != 1 else ''}"
     return render_html(tr, title=title)

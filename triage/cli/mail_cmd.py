@@ -12,7 +12,7 @@ import typer
 
 from triage import read_maillog
 from triage.cli.app import ConfigOpt, app
-from triage.cli.output import Format, atomic_path
+from triage.cli.output import Format, atomic_path, check_output
 from triage.config import load_config
 from triage.errors import InputError
 
@@ -53,6 +53,10 @@ def mail_command(
     for p in paths:
         if not p.exists():
             raise InputError("no such mail folder or file", file=p)
+    if fmt is Format.parquet and out is None:
+        raise InputError("--format parquet needs --out FILE")
+    if out is not None:
+        check_output(out)  # before reading the folders, not after
     names = my_hostname or list(cfg.my_hostnames) or None
     messages = None
     if log:

@@ -38,12 +38,21 @@ class Format(StrEnum):
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it over ``target`` on success."""
+    target = check_output(target)
+    with atomic_target(target) as tmp:
+        yield tmp
+
+
+def check_output(target: Path) -> Path:
+    """``target`` (``~`` expanded) if a file can be written there, else a one-line error:
+    for commands to call before their work, not after it."""
     target = target.expanduser()
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise InputError("output directory does not exist", file=directory)
-    with atomic_target(target) as tmp:
-        yield tmp
+    if target.is_dir():
+        raise InputError("is a directory: name an output file", file=target)
+    return target
 
 
 class TableWriter:

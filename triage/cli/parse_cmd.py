@@ -32,8 +32,9 @@ def parse_command(
     logs: Annotated[list[Path], typer.Argument(
         help="mail.log files (plain, .gz, .bz2, .xz), in any order.", show_default=False)],
     year: Annotated[int | None, typer.Option(
-        help="Year of the first traditional timestamp of each file (default: log_year in the "
-        "config, else inferred from the file's modification time).", show_default=False)]
+        min=1970, max=9999, help="Year of the first traditional timestamp of each file "
+        "(default: log_year in the config, else inferred from the file's modification time).",
+        show_default=False)]
         = None,
     table: Annotated[Table, typer.Option(
         help="Which table to write; 'all' writes one file per table into --out DIR.")]
@@ -111,8 +112,7 @@ def explain_command(
     from triage.ingest.maillog import ReadOptions, explain_line
 
     cfg = load_config(config)
-    path = Path(what)
-    if "\n" not in what and len(what) < 4096 and path.is_file():
+    if "\n" not in what and len(what) < 4096 and _is_file(Path(what)):
         raise InputError("explaining a message file is not available yet; pass a log line")
     opts = ReadOptions(timezone=cfg.log_timezone, rule_id_pattern=cfg.rule_id_pattern)
     result = explain_line(what, opts)
@@ -122,3 +122,12 @@ def explain_command(
     from triage.cli.render import render_explain
 
     render_explain(result)
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` names a file; a log line is often no possible file name at all
+    (a part longer than NAME_MAX, a NUL byte), and then it is not one."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from triage.cli.app import ConfigOpt, app
-from triage.cli.output import atomic_path
+from triage.cli.output import atomic_path, check_output
 from triage.config import load_config
 
 console = Console(stderr=True, markup=False, emoji=False)  # paths are data, not markup
@@ -32,6 +32,7 @@ def report_command(
     from triage.report import report_html
 
     cfg = load_config(config)
+    check_output(html)  # before the work, not after it
     page = report_html(cfg, weeks)
     with atomic_path(html) as tmp:
         tmp.write_text(page, encoding="utf-8")
