@@ -67,3 +67,14 @@ def test_scan_shows_the_files_it_could_not_read(monkeypatch: pytest.MonkeyPatch)
     assert f"triage: {problem}" in err.getvalue()
     assert scan_cmd._scan_json(scan_cmd.ScanResult(generation=1, committed=False,
                                                    problems=[problem]))["problems"] == [problem]
+
+
+def test_stats_weeks_must_be_positive(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from triage.cli.app import app
+
+    cfg = tmp_path / "triage.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\n')
+    res = CliRunner().invoke(app, ["stats", "--weeks", "0", "--config", str(cfg)])
+    assert res.exit_code == 2 and "--weeks" in res.output

@@ -315,7 +315,8 @@ def _render_changes(changed: dict[str, str], directory: Path) -> None:
 @app.command("stats")
 def stats_command(
     config: ConfigOpt = None,
-    weeks: Annotated[int, typer.Option("--weeks", "-n", help="How many recent weeks.")] = 8,
+    weeks: Annotated[int, typer.Option("--weeks", "-n", min=1,
+                                       help="How many recent weeks.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
 ) -> None:
     """The weekly figures over time, from the history (no scan)."""
