@@ -106,3 +106,16 @@ def test_no_trusted_hop_without_a_trusted_column_reads_the_client_address() -> N
     assert no_trusted_hop(ham.assign(trusted=[None, True, None])).dtype == np.bool_
     assert no_trusted_hop(ham.assign(trusted=[None, True, None])).tolist() == [
         True, False, True]
+
+
+def test_confirm_no_ham_names_every_rule_that_refuses_ham() -> None:
+    """Two rules refusing the same ham row: Postfix names the first, both are unsafe."""
+    from triage.backtest import confirm_no_ham
+    from triage.model import Rule, RuleKind, RuleState
+
+    ham = pd.DataFrame({"client_ip": ["198.51.100.7"], "client_name": ["mail.friend.example"],
+                        "helo": ["mail.friend.example"], "envelope_sender": ["a@friend.example"],
+                        "role": ["ham"], "trusted": [True]})
+    rules = [Rule("R0001", RuleKind.CLIENT_CIDR, "198.51.100.0/24", state=RuleState.ACTIVE),
+             Rule("R0002", RuleKind.HELO, r"^mail\.friend\.example$", state=RuleState.ACTIVE)]
+    assert confirm_no_ham(rules, ham) == {"R0001", "R0002"}

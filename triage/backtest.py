@@ -752,7 +752,14 @@ def refused(rules: Sequence[Rule], table: pd.DataFrame, *,
 
 def confirm_no_ham(rules: Sequence[Rule], ham: pd.DataFrame, *,
                    mynetworks: Sequence[IPNetwork] = ()) -> set[str]:
-    """Rule ids that would refuse some ham row with all ``rules`` in force together."""
-    ids = refused(rules, ham, mynetworks=mynetworks)
-    return {i for i in ids.dropna()}
+    """Ids of every rule among ``rules`` that refuses some ham row. ``refused`` names the
+    first rule that refuses each row (Postfix order); a second rule refusing the same row
+    is found once the first is set aside, so this repeats until no rule refuses ham."""
+    unsafe: set[str] = set()
+    while True:
+        ids = refused([r for r in rules if r.id not in unsafe], ham, mynetworks=mynetworks)
+        found = {i for i in ids.dropna()}
+        if not found:
+            return unsafe
+        unsafe |= found
 

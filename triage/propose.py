@@ -148,16 +148,8 @@ def propose(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = None
 
 def refusing_ham(rules: Sequence[Rule], ham: pd.DataFrame, *,
                  mynetworks: Sequence[IPNetwork] = ()) -> set[str]:
-    """Ids of every rule among ``rules`` that refuses some ham row. ``confirm_no_ham`` names
-    the first rule that refuses each row (Postfix order); a second rule refusing the same
-    row is found once the first is set aside, so repeat until no rule refuses ham."""
-    unsafe: set[str] = set()
-    while True:
-        found = confirm_no_ham([r for r in rules if r.id not in unsafe], ham,
-                               mynetworks=mynetworks)
-        if not found:
-            return unsafe
-        unsafe |= found
+    """Ids of every rule among ``rules`` that refuses some ham row (``confirm_no_ham``)."""
+    return confirm_no_ham(rules, ham, mynetworks=mynetworks)
 
 
 def select(tested: pd.DataFrame, hits: pd.DataFrame, opts: ProposeOptions) -> list[int]:
