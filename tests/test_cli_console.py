@@ -78,3 +78,29 @@ def test_stats_weeks_must_be_positive(tmp_path) -> None:
     cfg.write_text(f'state_dir = "{tmp_path}/state"\n')
     res = CliRunner().invoke(app, ["stats", "--weeks", "0", "--config", str(cfg)])
     assert res.exit_code == 2 and "--weeks" in res.output
+
+
+def test_init_never_replaces_a_config_that_appears_meanwhile(tmp_path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """Without --force, a config created between init's check and its write is kept."""
+    from typer.testing import CliRunner
+
+    import triage.initconf as initconf
+    from triage.cli.app import app
+
+    target = tmp_path / "triage.toml"
+    real_render = initconf.render
+
+    def render_then_race(found: object) -> str:
+        target.write_text("# written by the operator meanwhile\n")
+        return real_render(found)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(initconf, "render", render_then_race)
+    res = CliRunner().invoke(app, ["init", "--config", str(target)])
+    assert res.exit_code == 1 and "exists already" in str(res.exception)
+    assert target.read_text() == "# written by the operator meanwhile\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["triage.toml"]  # no temp file left
+    res = CliRunner().invoke(app, ["init", "--config", str(target), "--force"])
+    assert res.exit_code == 0 and target.read_text().startswith("#")
+    assert "meanwhile" not in target.read_text()

@@ -26,11 +26,15 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_target(path: Path, mode: int | None = None) -> Iterator[Path]:
+def atomic_target(path: Path, mode: int | None = None, *,
+                  replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed over
     ``path`` (and the directory fsynced), on any error or Ctrl-C it is removed.
 
     ``mode`` defaults to what a new file would get (0666 less the umask), not mkstemp's 0600.
+    ``replace=False`` never replaces an existing ``path``: the file is linked into place,
+    which fails with FileExistsError when ``path`` exists by then (even if it was created
+    after the caller last looked).
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -44,7 +48,11 @@ def atomic_target(path: Path, mode: int | None = None) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

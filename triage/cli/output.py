@@ -36,10 +36,12 @@ class Format(StrEnum):
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; rename it over ``target`` on success."""
+def atomic_path(target: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it over ``target`` on success
+    (``replace=False``: put it there only if ``target`` does not exist, else
+    FileExistsError)."""
     target = check_output(target)
-    with atomic_target(target) as tmp:
+    with atomic_target(target, replace=replace) as tmp:
         yield tmp
 
 

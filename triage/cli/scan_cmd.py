@@ -356,7 +356,11 @@ def init_command(
         raise ConfigError("exists already (use --force to overwrite)", file=target)
     text = render(detect())
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    try:
+        # without --force, a file that appeared since the check above is not replaced either
+        with atomic_path(target, replace=force) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except FileExistsError:
+        raise ConfigError("exists already (use --force to overwrite)", file=target) from None
     console.print(text)
     console.print(f"Wrote {target}. Check each setting, then run `triage scan`.")
