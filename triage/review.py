@@ -214,9 +214,6 @@ class ReviewSession:
         except RuleError as exc:
             self._note = exc.message
             return Outcome(rule.id, Choice.EDIT, False, exc.message)
-        except (OverflowError, RecursionError) as exc:  # re.compile's, e.g. "a{4294967296}"
-            self._note = f"bad {rule.kind} regex {key!r}: {exc}"
-            return Outcome(rule.id, Choice.EDIT, False, self._note)
         edited = replace(rule, key=new_key)
         if self.retest is not None:
             edited = replace(edited, evidence=self.retest(edited))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from triage.emit.postfix import shielding_trials
+from triage.emit.postfix import action_verb, shielding_trials
 from triage.emit.tables import Entry, Table, is_utf8, parse_table
 from triage.errors import InstallError, RuleError
 from triage.model import Rule, RuleKind, TableType
@@ -88,7 +88,7 @@ def rule_of(value: str | None) -> str | None:
 
 def _strength(value: str | None) -> int:
     """2 for a refusal (REJECT, 4xx, 5xx), 1 for WARN, 0 for anything else or no answer."""
-    verb = (value or "").split(None, 1)[0].upper() if (value or "").strip() else ""
+    verb = action_verb(value)
     if verb == "REJECT" or verb[:1] in ("4", "5"):
         return 2
     return 1 if verb == "WARN" else 0
@@ -186,7 +186,7 @@ def _probe_rule(name: str, r: Rule, own: Table, ours: Table, report: CheckReport
                                         "not UTF-8, Postfix never looks such keys up"))
             continue
         got = own.lookup(key)
-        if rule_of(got) != r.id or (got or "").split(None, 1)[0].upper() != want:
+        if rule_of(got) != r.id or action_verb(got) != want:
             report.problems.append(Problem(name, f"{r.id}: its own line answers {key!r} "
                                            f"with {got!r}, not {want}"))
             continue

@@ -90,7 +90,7 @@ def class_end(regex: str, i: int) -> int:
     return j + 1
 
 
-def _tokens(regex: str) -> list[str]:
+def tokens(regex: str) -> list[str]:
     """``regex`` cut into escapes (``\\x41``, ``\\.``), whole classes (``[^a-z]``),
     counted repeats (``{2,5}``) and single characters."""
     out, i, n = [], 0, len(regex)
@@ -120,7 +120,7 @@ def compiled_size(regex: str) -> tuple[int, int]:
     stack = [0]
     deepest = 0
     last, last_group, prev = 0, False, ""
-    for tok in _tokens(regex):
+    for tok in tokens(regex):
         if tok == "(":
             stack.append(5)  # a capturing group until a "?" says otherwise
             deepest = max(deepest, len(stack) - 1)
@@ -180,7 +180,7 @@ def non_utf8_escape(regex: str) -> str | None:
     """The first run of ``\\xHH`` escapes (outside a class) whose bytes are not valid
     UTF-8, or None. Such a pattern only matches keys that Postfix refuses to look up."""
     run: list[str] = []
-    for tok in [*_tokens(regex), ""]:
+    for tok in [*tokens(regex), ""]:
         if _HEX.fullmatch(tok):
             run.append(tok)
             continue

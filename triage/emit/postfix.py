@@ -364,6 +364,12 @@ def snippet(maps_dir: str | Path, sender_table: TableType = TableType.HASH) -> s
     ])
 
 
+def action_verb(value: str | None) -> str:
+    """The action word of a map value, upper-cased (``REJECT``, ``WARN``, ``550`` ...), or
+    "" for no value."""
+    return value.split(None, 1)[0].upper() if value and value.strip() else ""
+
+
 @dataclass(frozen=True)
 class Hit:
     """One table answering one lookup: which restriction, which key, the value and rule id."""
@@ -376,7 +382,7 @@ class Hit:
 
     @property
     def verb(self) -> str:
-        return self.value.split(None, 1)[0].upper() if self.value.strip() else ""
+        return action_verb(self.value)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from triage.emit.pcre_subset import class_end
+from triage.emit.pcre_subset import tokens
 from triage.errors import RuleError
 from triage.model import TableType
 
@@ -264,20 +264,7 @@ def compile_pcre(regex: str, flags: str = "", where: str = "") -> PcrePattern:
 def _dollar_at_end_only(regex: str) -> str:
     """``regex`` with each ``$`` metacharacter (not escaped, not in a class) written ``\\Z``:
     PCRE's DOLLAR_ENDONLY, where ``$`` no longer matches before a final newline."""
-    out, i, n = [], 0, len(regex)
-    while i < n:
-        c = regex[i]
-        if c == "\\":
-            out.append(regex[i:i + 2])
-            i += 2
-        elif c == "[":
-            j = class_end(regex, i)
-            out.append(regex[i:j])
-            i = j
-        else:
-            out.append("\\Z" if c == "$" else c)
-            i += 1
-    return "".join(out)
+    return "".join("\\Z" if t == "$" else t for t in tokens(regex))
 
 
 class PcreTable(Table):
