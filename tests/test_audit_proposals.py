@@ -9,11 +9,11 @@ import pandas as pd
 import polars as pl
 from helpers_campaign import frame, row
 
-from triage.backtest import to_rule
+from triage.backtest import confirm_no_ham, to_rule
 from triage.config import Config
 from triage.evaluate import _learn, _State
 from triage.model import Rule, RuleKind, RuleState
-from triage.propose import ProposeOptions, featured, propose, refusing_ham, select
+from triage.propose import ProposeOptions, featured, propose, select
 from triage.shield import build_shield
 from triage.store import Store
 from triage.weekly_rules import iso_week, rule_feedback
@@ -53,9 +53,9 @@ def _two_rules_one_ham() -> tuple[list, pd.DataFrame]:
     return rules, ham
 
 
-def test_refusing_ham_names_every_rule_not_only_the_first() -> None:
+def test_confirm_no_ham_names_every_rule_not_only_the_first() -> None:
     rules, ham = _two_rules_one_ham()
-    assert refusing_ham(rules, ham) == {"R0001", "R0002"}
+    assert confirm_no_ham(rules, ham) == {"R0001", "R0002"}
 
 
 def test_evaluate_retires_every_rule_that_refuses_known_ham() -> None:

@@ -30,6 +30,7 @@ from triage.emit.tables import Table, parse_table
 from triage.features import to_text
 from triage.generalise import key_error, subject_probe
 from triage.ingest.address import ascii_domain, client_address
+from triage.ingest.mailjoin import _short_host
 from triage.model import Rule, RuleKind, RuleState
 
 __all__ = ["HOP_KINDS", "LOG_ROW_COLUMNS", "client_address", "confirm_no_ham", "header_column",
@@ -184,14 +185,21 @@ def _ipv4_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ok_np, ints
 
 
+def _per_distinct(values: pd.Series, convert: Callable[[str], object],
+                  needed: Callable[[str], bool]) -> pd.Series:
+    """``convert`` of each text value (once per distinct value; non-text values kept), or
+    ``values`` itself when no value is ``needed`` to change."""
+    codes, uniq = pd.factorize(values, use_na_sentinel=True)
+    if not any(isinstance(u, str) and needed(u) for u in uniq):
+        return values
+    conv = [convert(u) if isinstance(u, str) else u for u in uniq]
+    return pd.Series([conv[c] if c >= 0 else None for c in codes], index=values.index,
+                     dtype=object)
+
+
 def _client_addresses(ips: pd.Series) -> pd.Series:
     """``client_address`` of each value (once per distinct value); non-text values kept."""
-    codes, uniq = pd.factorize(ips, use_na_sentinel=True)
-    if not any(isinstance(u, str) and ":" in u for u in uniq):
-        return ips
-    conv = [client_address(u) if isinstance(u, str) else u for u in uniq]
-    return pd.Series([conv[c] if c >= 0 else None for c in codes], index=ips.index,
-                     dtype=object)
+    return _per_distinct(ips, client_address, lambda u: ":" in u)
 
 
 def _ascii_sender(address: str) -> str:
@@ -208,12 +216,7 @@ def _ascii_sender(address: str) -> str:
 def _ascii_senders(values: pd.Series) -> pd.Series:
     """``_ascii_sender`` of each text value of ``values`` (the same Series when all are
     ASCII, as they are in any table written since)."""
-    codes, uniq = pd.factorize(values, use_na_sentinel=True)
-    if all(not isinstance(u, str) or u.isascii() for u in uniq):
-        return values
-    conv = [_ascii_sender(u) if isinstance(u, str) else u for u in uniq]
-    return pd.Series([conv[c] if c >= 0 else None for c in codes], index=values.index,
-                     dtype=object)
+    return _per_distinct(values, _ascii_sender, lambda u: not u.isascii())
 
 
 def _network(kind: str, key: str) -> IPNetwork | None:
@@ -238,9 +241,9 @@ def _ip_hits(cands: pd.DataFrame, tables: _Tables, ips: pd.Series) -> pd.DataFra
     is4, ints = _ipv4_ints(canon)
     v4 = [(i, n) for i, n in enumerate(nets) if n is not None and n.version == 4]
     for length in sorted({n.prefixlen for _, n in v4}):
-        sel = [i for i, n in v4 if n.prefixlen == length]
-        index = pd.Index([int(n.network_address) for _, n in v4 if n.prefixlen == length],
-                         dtype="uint64")
+        group = [(i, n) for i, n in v4 if n.prefixlen == length]
+        sel = [i for i, _ in group]
+        index = pd.Index([int(n.network_address) for _, n in group], dtype="uint64")
         mask = np.uint64(((1 << length) - 1) << (32 - length))
         pos = index.get_indexer(pd.Index(ints & mask))
         hit = is4 & (pos >= 0)
@@ -345,12 +348,6 @@ def _log_part(table: pd.DataFrame, keep: np.ndarray, fields: dict[str, str | Non
     return pd.DataFrame({**cols, "outcome": outcome, "known": known})
 
 
-def _short_hosts(values: pd.Series) -> pd.Series:
-    """Host names as the log and the mail table can both give them: syslog usually logs the
-    short name, the trusted Received header the FQDN (as ``mailjoin`` joins them)."""
-    return values.astype("string").str.strip().str.lower().str.split(".").str[0]
-
-
 def known_messages(*mail: pd.DataFrame) -> pd.DataFrame:
     """The (``host``, ``queue_id``) of every labelled message of the ``mail`` tables
     (spam and ham) that has both: what ``log_rows`` needs to tell a labelled delivery
@@ -372,9 +369,9 @@ def _known(messages: pd.DataFrame, known: pd.DataFrame | Iterable[str]) -> np.nd
         if "host" not in messages or not len(known):
             return np.zeros(len(messages), dtype=bool)
         k = known[["host", "queue_id"]].dropna()
-        pairs = pd.MultiIndex.from_arrays([_short_hosts(k["host"]),
+        pairs = pd.MultiIndex.from_arrays([_short_host(k["host"]),
                                            k["queue_id"].astype("string")])
-        host, qid = _short_hosts(messages["host"]), messages["queue_id"].astype("string")
+        host, qid = _short_host(messages["host"]), messages["queue_id"].astype("string")
         found = pd.MultiIndex.from_arrays([host, qid]).isin(pairs)
         return found & _flags(host.notna() & qid.notna())
     ids = known["queue_id"] if isinstance(known, pd.DataFrame) else known
@@ -584,16 +581,13 @@ def header_line(name: str, raw: object, decoded: object) -> str | None:
 def header_column(table: pd.DataFrame, name: str) -> pd.Series | None:
     """``header_line`` for every row of ``table`` (None where the row has no such header);
     None when ``table`` has neither column (log rows)."""
-    raw_col, col, rebuild = _HEADER_SOURCES[name]
+    raw_col, col, _ = _HEADER_SOURCES[name]
     if raw_col not in table and col not in table:
         return None
-    n = len(table)
-    raw = table[raw_col].astype(object) if raw_col in table else pd.Series(
-        [None] * n, index=table.index, dtype=object)
-    dec = table[col].astype(object) if col in table else pd.Series(
-        [None] * n, index=table.index, dtype=object)
-    return pd.Series([f"{name}: {r}" if isinstance(r, str) else rebuild(d)
-                      for r, d in zip(raw.tolist(), dec.tolist(), strict=True)],
+    none = [None] * len(table)
+    raw = table[raw_col].astype(object).tolist() if raw_col in table else none
+    dec = table[col].astype(object).tolist() if col in table else none
+    return pd.Series([header_line(name, r, d) for r, d in zip(raw, dec, strict=True)],
                      index=table.index, dtype=object)
 
 

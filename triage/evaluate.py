@@ -20,9 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from triage.backtest import refused
+from triage.backtest import confirm_no_ham, refused
 from triage.model import Rule, RuleState
-from triage.propose import ProposeOptions, featured, propose, refusing_ham
+from triage.propose import ProposeOptions, featured, propose
 
 __all__ = ["evaluate", "log_before", "period_of"]
 
@@ -111,7 +111,7 @@ def _learn(state: _State, spam: pd.DataFrame, ham: pd.DataFrame, logs: object | 
     retired = 0
     nets = opts.mynetworks()
     if state.active and len(ham):
-        hits = refusing_ham(state.active, ham, mynetworks=nets)  # every one, not the first
+        hits = confirm_no_ham(state.active, ham, mynetworks=nets)  # every one, not the first
         retired = sum(r.id in hits for r in state.active)
         state.active = [r for r in state.active if r.id not in hits]
     if not len(spam):

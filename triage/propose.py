@@ -34,7 +34,7 @@ from triage.generalise import (
 from triage.model import Evidence, Rule, RuleKind, RuleState, rule_id
 from triage.shield import IPNetwork, Shield, build_shield, own_infrastructure
 
-__all__ = ["Proposals", "ProposeOptions", "featured", "propose", "refusing_ham", "select"]
+__all__ = ["Proposals", "ProposeOptions", "featured", "propose", "select"]
 
 Progress = Callable[[str], None]
 
@@ -137,19 +137,13 @@ def propose(spam: pd.DataFrame, ham: pd.DataFrame, *, logs: object | None = None
                        * tested["kind"].map(KIND_WEIGHT)).round(3)
     chosen = select(tested, hits, opts)
     rules = _rules(tested, chosen, hits, spam, labels, opts)
-    unsafe = refusing_ham(rules, ham, mynetworks=shield.own_networks)
+    unsafe = confirm_no_ham(rules, ham, mynetworks=shield.own_networks)
     rules = [r for r in rules if r.id not in unsafe]
     tested["selected"] = tested["cand"].isin(chosen)
     tested["reason"] = np.where(tested["ham_hits"] > 0, "hits ham",
                                 np.where(tested["selected"], "selected", "not needed"))
     say(f"{len(rules)} proposals")
     return Proposals(rules, tested, table, labels, shield)
-
-
-def refusing_ham(rules: Sequence[Rule], ham: pd.DataFrame, *,
-                 mynetworks: Sequence[IPNetwork] = ()) -> set[str]:
-    """Ids of every rule among ``rules`` that refuses some ham row (``confirm_no_ham``)."""
-    return confirm_no_ham(rules, ham, mynetworks=mynetworks)
 
 
 def select(tested: pd.DataFrame, hits: pd.DataFrame, opts: ProposeOptions) -> list[int]:

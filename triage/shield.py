@@ -292,14 +292,15 @@ def build_shield(ham: pd.DataFrame, *, logs: object | None = None,
     ips = _set(h["client_ip"]) | log["ips"]
     own_nets, relay_names = own_infrastructure(trusted_relays, my_addresses)
     exact_relays = _set(n for n in relay_names if "*" not in n and "?" not in n)
+    from_domains = _set(h.get("from_domain", ()))
     return Shield(
         ham_ips=ips,
         networks=network_set(ips),
         ham_names=_set(h["client_name"]) | log["names"] | exact_relays,
         rdns_domains=_set(h["rdns_domain"]) | _set(registered_domain(n) for n in log["names"]),
         ham_helos=_set(h["helo"]) | log["helos"] | exact_relays,
-        domains=(_set(h["sender_domain"]) | _set(h.get("from_domain", ()))
-                 | _set(registered_domain(str(d)) for d in _set(h.get("from_domain", ())))
+        domains=(_set(h["sender_domain"]) | from_domains
+                 | _set(registered_domain(str(d)) for d in from_domains)
                  | _set(registered_domain(d) for d in dkim) | _set(sender_domains)
                  | log["domains"]),
         ham_senders=_set(h["envelope_sender"]) | log["senders"],
