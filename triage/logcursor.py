@@ -41,9 +41,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from triage.errors import InputError
+from triage.ingest.logfile import SECONDARY_NAME
 
 if TYPE_CHECKING:  # the reader (polars) is imported when something is read
     from datetime import datetime
@@ -58,10 +59,8 @@ _HEAD_LIMIT = 64 * 1024  # a first line longer than this is hashed by its first 
 # a rotated file's name: mail.log.1, mail.log.2.gz, mail.log-20250301(.gz)
 _ROTATED_NAME = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2})?)(?:\.(?:gz|bz2|xz))?$")
 UNREADABLE = "unreadable: damaged or truncated compressed file"  # the unparsed row's reason
-# mail.warn, mail.err.1, mail.warn.2.gz: rsyslog's copies of the mail.log lines of those
-# levels. The pattern is triage.ingest.maillog's (not imported here: it needs polars).
-_SECONDARY_NAME = re.compile(
-    r"(?:^|[./])(?:warn|err|warning|error)(?:\.\d+)?(?:\.(?:gz|bz2|xz))?$")
+# mail.warn / mail.err style names (the log reader's pattern; logfile needs no polars)
+_SECONDARY_NAME = SECONDARY_NAME
 
 
 @dataclass(frozen=True)
@@ -146,14 +145,21 @@ def head_hash(path: str | Path) -> str | None:
     Raises InputError when the file cannot be opened, or its compressed data cannot be read
     (logrotate has written only its start so far, or it is damaged).
     """
-    from triage.ingest.logfile import READ_ERRORS, open_log
+    from triage.ingest.logfile import open_log
 
     with open_log(path) as f:
-        try:
-            line = f.readline(_HEAD_LIMIT)
-        except READ_ERRORS as exc:
-            raise InputError(f"cannot read its first line: {str(exc) or type(exc).__name__}",
-                             file=path) from exc
+        return _head_of(f, path)
+
+
+def _head_of(f: IO[bytes], path: str | Path) -> str | None:
+    """:func:`head_hash` of the file open as ``f`` (from ``open_log``, at its start)."""
+    from triage.ingest.logfile import READ_ERRORS
+
+    try:
+        line = f.readline(_HEAD_LIMIT)
+    except READ_ERRORS as exc:
+        raise InputError(f"cannot read its first line: {str(exc) or type(exc).__name__}",
+                         file=path) from exc
     if not line.endswith(b"\n") and len(line) < _HEAD_LIMIT:
         return None
     return hashlib.sha256(line).hexdigest()
@@ -240,10 +246,13 @@ def _plan_one(path: Path, by_head: dict[str, list[Cursor]],
         st = path.stat()
     except FileNotFoundError:
         return None
+    from triage.ingest.logfile import is_compressed, open_log
+
     item = LogInput(path, st.st_dev, st.st_ino, st.st_size, None)
     try:
-        item.compressed = _is_compressed(path)
-        item.head = head_hash(path)
+        with open_log(path) as f:  # one open for both
+            item.compressed = is_compressed(f)
+            item.head = _head_of(f, path)
     except InputError as exc:
         if not path.exists():
             return None
@@ -300,15 +309,6 @@ def _match(item: LogInput, by_head: dict[str, list[Cursor]],
     if not item.compressed and item.size < best.offset:
         return None  # shorter than what was read: rewritten from scratch with the same line
     return best
-
-
-def _is_compressed(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-    except OSError as exc:
-        raise InputError(f"cannot open log: {exc.strerror}", file=path) from exc
-    return magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00"
 
 
 Progress = Callable[[Path, int, int, int | None], None]  # path, lines, bytes, total bytes

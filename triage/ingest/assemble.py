@@ -461,14 +461,12 @@ class Assembler:
         return frame.with_columns(pl.lit(None, pl.String).alias("session_id"))
 
     def finish(self) -> Tables:
-        empty = KindFrames()
         sessions = self._sessions(None, final=True)
         still_open = self._messages(None, final=True)
         msgs = [m for m in (self.pending_messages, still_open) if m is not None and m.height]
         messages = self._emit(pl.concat(msgs, how="diagonal_relaxed") if msgs else None)
         self.pending_messages = None
-        rejects = self._with_session(empty.pick(REJECT_KINDS, [*_REJECT_SOURCE, "kind"]))
-        return Tables(sessions, messages, self._deliveries(empty), _rejects(rejects))
+        return self._ended(sessions, messages)
 
     def suspend(self) -> Tables:
         """End this read without ending the log: emit the finished messages still waiting
@@ -481,10 +479,13 @@ class Assembler:
         milliseconds that the next scan cannot win anyway once the row is stored."""
         pending, self.pending_messages = self.pending_messages, None
         self.session_links = None  # one batch's: nothing after it reads them
+        return self._ended(_empty_sessions(), self._emit(pending))
+
+    def _ended(self, sessions: pl.DataFrame, messages: pl.DataFrame) -> Tables:
+        """``sessions`` and ``messages`` with the (empty) tables of no further lines."""
         empty = KindFrames()
         rejects = self._with_session(empty.pick(REJECT_KINDS, [*_REJECT_SOURCE, "kind"]))
-        return Tables(_empty_sessions(), self._emit(pending), self._deliveries(empty),
-                      _rejects(rejects))
+        return Tables(sessions, messages, self._deliveries(empty), _rejects(rejects))
 
     def carried(self) -> dict[str, pl.DataFrame]:
         """The open state to hand to the next read of the same log (after

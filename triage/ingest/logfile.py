@@ -12,6 +12,7 @@ import gzip
 import io
 import lzma
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,10 @@ TAIL_BYTES = 4096  # content bytes before the end of a block that BlockReader ke
 # what reading a damaged or truncated file raises (gzip: EOFError, zlib.error, BadGzipFile;
 # bz2: EOFError, OSError; xz: EOFError, LZMAError)
 READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+# mail.warn, mail.err.1, mail.warn.2.gz: rsyslog's copies of the mail.log lines of those
+# levels (maillog reads them only for times no mail.log covers; logcursor not at all)
+SECONDARY_NAME = re.compile(
+    r"(?:^|[./])(?:warn|err|warning|error)(?:\.\d+)?(?:\.(?:gz|bz2|xz))?$")
 
 
 def open_log(path: str | Path) -> IO[bytes]:
@@ -42,6 +47,11 @@ def open_log(path: str | Path) -> IO[bytes]:
     if magic[:6] == b"\xfd7zXZ\x00":
         return lzma.LZMAFile(f)
     return f
+
+
+def is_compressed(f: IO[bytes]) -> bool:
+    """Whether ``f``, from :func:`open_log`, decompresses its file."""
+    return isinstance(f, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile)
 
 
 def iter_blocks(path: str | Path, chunk_bytes: int, offset: int = 0,
@@ -104,7 +114,7 @@ class BlockReader:
     def open(self) -> None:
         """Open the file and go to ``offset`` (reading ``lead`` on the way)."""
         f = open_log(self.path)
-        self.compressed = isinstance(f, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile)
+        self.compressed = is_compressed(f)
         start = self.offset - self._want_lead
         try:
             if start:

@@ -37,6 +37,7 @@ from triage.ingest.kindframes import KindFrames
 from triage.ingest.logfile import (  # noqa: F401 - also this module's API
     MAX_LINE_BYTES,
     READ_ERRORS,
+    SECONDARY_NAME,
     TAIL_BYTES,
     BlockReader,
     iter_blocks,
@@ -134,7 +135,7 @@ def first_timestamp(path: str | Path, opts: ReadOptions) -> datetime | None:
     return times[0] if len(times) else None
 
 
-_SECONDARY = re.compile(r"(?:^|[./])(?:warn|err|warning|error)(?:\.\d+)?(?:\.(?:gz|bz2|xz))?$")
+_SECONDARY = SECONDARY_NAME
 
 
 def order_files(paths: Sequence[str | Path], opts: ReadOptions, missing_ok: bool = False
