@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from triage.ingest.address import registered_domain
+from triage.ingest.address import client_address, registered_domain
+from triage.ingest.received import _ip as canonical_ip
 from triage.ingest.received import host_matches
 
 __all__ = [
@@ -89,27 +90,16 @@ def _to_text(series: pd.Series) -> pd.Series:
     return t.astype(object).where(t.notna(), None)
 
 
-@functools.lru_cache(maxsize=65536)
-def _as_ipv4(ip: str) -> str:
-    """``ip`` with an IPv4-mapped IPv6 address (``::ffff:192.0.2.7``, ``::ffff:c000:207``)
-    written as the IPv4 address; any other text as it is."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    mapped = addr.ipv4_mapped if addr.version == 6 else None
-    return ip if mapped is None else str(mapped)
-
-
 def _unmapped(ips: pd.Series) -> pd.Series:
-    """A column of IP address text with IPv4-mapped IPv6 addresses as IPv4 (``_as_ipv4``);
+    """A column of IP address text with IPv4-mapped IPv6 addresses as IPv4
+    (``client_address``);
     only values that can be one (with ``ffff:``) are parsed."""
     s = ips.astype("string").str.lower()
     maybe = s.str.contains("ffff:", regex=False).fillna(False).to_numpy(dtype=bool)
     if not maybe.any():
         return ips
     out = ips.astype(object).copy()
-    out[maybe] = _by_unique(ips[maybe], _as_ipv4).to_numpy(dtype=object)
+    out[maybe] = _by_unique(ips[maybe], client_address).to_numpy(dtype=object)
     return out
 
 
@@ -187,7 +177,7 @@ def _ip_embedded(name: str, ip: str | None) -> bool:
     if not ip or "." not in ip:
         return False
     if ":" in ip:
-        ip = _as_ipv4(ip)  # "::ffff:192.0.2.7"
+        ip = client_address(ip)  # "::ffff:192.0.2.7"
         if ":" in ip:
             return False
     octets = ip.split(".")
@@ -258,26 +248,15 @@ def _mine_matcher(my_hostnames: Iterable[str], my_addresses: Iterable[str]
     addresses."""
     names = tuple(my_hostnames)
     addrs = {a.strip("[]").lower() for a in my_addresses}
-    canonical = {c for a in addrs if (c := _canonical_ip(a)) is not None}
+    canonical = {c for a in addrs if (c := canonical_ip(a)) is not None}
 
     def mine(helo: str) -> bool:
         bare = helo.lower().rstrip(".").strip("[]")
-        if bare in addrs or (canonical and _canonical_ip(bare) in canonical):
+        if bare in addrs or (canonical and canonical_ip(bare) in canonical):
             return True
         return host_matches(helo, names)
 
     return mine
-
-
-def _canonical_ip(text: str) -> str | None:
-    """An address (``192.0.2.1``, ``ipv6:2001:db8::1``) in canonical form, an IPv4-mapped one
-    as IPv4; None for other text."""
-    if text.startswith("ipv6:"):
-        text = text[5:]
-    try:
-        return _as_ipv4(str(ipaddress.ip_address(text)))
-    except ValueError:
-        return None
 
 
 def _by_unique(values: pd.Series, fn: Callable[[str], object]) -> pd.Series:

@@ -193,12 +193,13 @@ def _row(raw: RawMessage, rec: MessageRecord, role: str | None,
     received = rec.positions("received")
     texts = [v for _, v in received]
     hop = trusted_hop(_LazyHops(texts), my_hostnames, trusted_relays, texts=texts)
-    auth = (trusted_results(rec.headers, received[hop.index][0], my_hostnames)
-            if hop is not None else _NO_AUTH)
+    # the trusted Received header's position among all headers
+    trusted_pos = received[hop.index][0] if hop is not None else None
+    auth = (trusted_results(rec.headers, trusted_pos, my_hostnames)
+            if trusted_pos is not None else _NO_AUTH)
     r = hop.received if hop is not None else None
     # the header position a Return-Path must be above (see _envelope_sender)
-    above = received[hop.index][0] if hop is not None else \
-        received[0][0] if received else None
+    above = trusted_pos if trusted_pos is not None else received[0][0] if received else None
     envelope = _envelope_sender(rec, above)
     from_addr = parse_address(rec.get("from"))
     msgid = _message_id(rec.get("message-id"))

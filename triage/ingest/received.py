@@ -322,18 +322,9 @@ def _inner_pairs(chars: list[str], literal: set[int]) -> list[tuple[int, int]]:
 _SIMPLE_TOKEN_RE = re.compile(r"\((?:[^()]++|\([^()]*+\))*+\)|[^\s()]+|[()]")
 
 
-def _mask_angles(text: str) -> str:
-    """``text`` (a whole header) with the addresses and quoted strings of its ``by`` clause
-    masked, as the parser reads them (see ``_by_clause``)."""
-    by_at, units = _by_clause(text)
-    return text if by_at is None or not units else _mask(text, units)
-
-
-def _tokens(text: str, masked: str | None = None) -> list[_Tok]:
+def _tokens(text: str, masked: str) -> list[_Tok]:
     """Words and top-level comments of ``text``, with their positions, as ``masked`` (the
-    same text with some spans masked; by default ``_mask_angles``) splits them."""
-    if masked is None:
-        masked = _mask_angles(text)
+    same text with some spans masked, see ``_mask``) splits them."""
     if "\\" not in masked:
         # Usually no comment is escaped and the parentheses are simple: quicker ways find
         # the same tokens.
@@ -805,9 +796,10 @@ def trusted_hop(
     if texts is None:
         texts = [""] * len(hops)  # unknown: any header may name any host
     else:
-        may_be_ours = _screens(mine, tuple(trusted_relays))[0]
+        screens = _screens(mine, tuple(trusted_relays))
+        may_be_ours = screens[0]
         if screen:
-            ours, chain = _screens(mine, tuple(trusted_relays))
+            ours, chain = screens
     start = None
     for i in range(len(hops)):
         if not ours(texts[i]):
